@@ -1,0 +1,60 @@
+"""Settings for CityOS, read from ``CITYOS_*`` environment variables.
+
+Every setting is also a command-line option of ``cityos serve`` (see ``cityos.cli``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """One place for every tunable of a CityOS process.
+
+    Attributes
+    ----------
+    database_url : str
+        ``sqlite:///path/to/file.db`` (the embedded default) or
+        ``postgresql://user@host:port/dbname`` for PostgreSQL + PostGIS.
+    mqtt_url : str or None
+        ``mqtt://host:port``; when empty, MQTT ingestion and MQTT notifications are off.
+    bus_url : str
+        ``memory://`` (in-process), ``redis://host:port/0`` or ``nats://host:port``.
+    host, port : str, int
+        Where ``cityos serve`` listens.
+    default_tenant : str
+        Tenant used when a request carries no ``NGSILD-Tenant`` header.
+    auth_required : bool
+        When false (tests of the pure API only), requests need no API key.
+    max_body_bytes : int
+        Largest accepted request body.
+    max_query_limit : int
+        Largest ``limit`` a query may ask for; larger gives TooManyResults.
+    max_q_length : int
+        Longest accepted ``q`` expression in characters.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CITYOS_", extra="ignore")
+
+    database_url: str = "sqlite:///cityos.db"
+    mqtt_url: str | None = None
+    mqtt_client_id: str = "cityos-ingest"
+    bus_url: str = "memory://"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    default_tenant: str = "default"
+    auth_required: bool = True
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_query_limit: int = 1000
+    default_query_limit: int = 20
+    max_q_length: int = 4096
+    notification_retries: int = 5
+    notification_backoff_s: float = 0.5
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Return the process-wide settings, read once from the environment."""
+    return Settings()

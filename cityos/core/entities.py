@@ -1,0 +1,229 @@
+"""NGSI-LD entities in CityOS's canonical form: validation, normalisation, keyValues.
+
+The canonical form is the normalised NGSI-LD representation with attribute names
+compacted against the core and default contexts (``speed``, not
+``https://uri.etsi.org/ngsi-ld/default-context/speed``). An attribute is one dict
+(``{"type": "Property", "value": ...}``) or, when it has several instances told apart by
+``datasetId``, a list of such dicts. System attributes ``createdAt``/``modifiedAt`` are
+kept by the store, not in the entity body.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from cityos.core.errors import BadRequestData
+from cityos.core.timefmt import format_datetime, parse_datetime
+
+ATTRIBUTE_TYPES = ("Property", "Relationship", "GeoProperty", "LanguageProperty")
+GEO_ATTRIBUTE_NAMES = ("location", "observationSpace", "operationSpace")
+RESERVED_KEYS = {"id", "type", "@context", "scope", "createdAt", "modifiedAt", "deletedAt"}
+#: Members of an attribute that are not sub-attributes.
+ATTRIBUTE_MEMBERS = {
+    "type", "value", "object", "languageMap", "observedAt", "unitCode", "datasetId",
+    "createdAt", "modifiedAt", "instanceId", "lang", "objectType",
+}
+GEOJSON_GEOMETRY_TYPES = {
+    "Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon",
+}
+
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:[^\s<>\"{}|\\^`]+$")
+_NAME = re.compile(r"^[^\s<>\"'=;()\[\]{}]+$")
+
+
+def is_uri(text: Any) -> bool:
+    """True when ``text`` is an absolute URI, as NGSI-LD requires for ids."""
+    return isinstance(text, str) and bool(_URI.match(text))
+
+
+def check_attribute_name(name: str, where: str = "") -> None:
+    """Raise BadRequestData when ``name`` has a character NGSI-LD forbids."""
+    if not isinstance(name, str) or not name or not _NAME.match(name):
+        raise BadRequestData(f"{where}attribute name {name!r} is not valid")
+
+
+def entity_types(entity: dict) -> list[str]:
+    """The entity's types as a list (NGSI-LD allows one type or several)."""
+    value = entity.get("type")
+    return list(value) if isinstance(value, list) else [value]
+
+
+def normalise_entity(body: Any, *, where: str = "", require_type: bool = True) -> dict:
+    """Validate a normalised NGSI-LD entity and return its canonical form.
+
+    Parameters
+    ----------
+    body : dict
+        An entity in the normalised representation; ``@context`` is dropped (the API
+        layer has already compacted the names).
+    where : str
+        Prefix for error details, e.g. ``"entity 3: "``.
+    require_type : bool
+        False for fragments (update payloads) that carry attributes only.
+
+    Returns
+    -------
+    dict
+        ``id``, ``type`` and the attributes, each validated.
+
+    Raises
+    ------
+    BadRequestData
+        Naming the field that is wrong.
+    """
+    if not isinstance(body, dict):
+        raise BadRequestData(f"{where}an entity must be a JSON object")
+    entity: dict = {}
+    if "id" in body or require_type:
+        if not is_uri(body.get("id")):
+            raise BadRequestData(f"{where}id: {body.get('id')!r} is not a URI")
+        entity["id"] = body["id"]
+    if "type" in body or require_type:
+        types = body.get("type")
+        names = types if isinstance(types, list) else [types]
+        if not names or not all(isinstance(t, str) and t and _NAME.match(t) for t in names):
+            raise BadRequestData(f"{where}type: {types!r} is not a valid entity type")
+        entity["type"] = types if isinstance(types, list) and len(types) > 1 else names[0]
+    if "scope" in body:
+        entity["scope"] = body["scope"]
+    entity.update(normalise_attributes(body, where=where))
+    return entity
+
+
+def normalise_attributes(body: dict, *, where: str = "") -> dict:
+    """Validate every attribute of ``body`` (reserved keys skipped) and return them."""
+    attributes = {}
+    for name, value in body.items():
+        if name in RESERVED_KEYS:
+            continue
+        check_attribute_name(name, where)
+        attributes[name] = normalise_attribute(name, value, where=where)
+    return attributes
+
+
+def normalise_attribute(name: str, value: Any, *, where: str = "") -> dict | list:
+    """Validate one attribute (one instance or a list of instances by datasetId)."""
+    if isinstance(value, list):
+        if not value:
+            raise BadRequestData(f"{where}{name}: an attribute list must not be empty")
+        instances = [_normalise_instance(name, v, where) for v in value]
+        dataset_ids = [i.get("datasetId") for i in instances]
+        if len(set(dataset_ids)) != len(dataset_ids):
+            raise BadRequestData(f"{where}{name}: two instances share the datasetId "
+                                 f"{_first_repeat(dataset_ids)!r}")
+        return instances[0] if len(instances) == 1 else instances
+    return _normalise_instance(name, value, where)
+
+
+def _first_repeat(items: list) -> Any:
+    seen = set()
+    for item in items:
+        if item in seen:
+            return item
+        seen.add(item)
+    return None
+
+
+def _normalise_instance(name: str, value: Any, where: str) -> dict:
+    if not isinstance(value, dict) or "type" not in value:
+        raise BadRequestData(f"{where}{name}: an attribute must be an object with a 'type' "
+                             f"(Property, Relationship, GeoProperty or LanguageProperty)")
+    kind = value["type"]
+    if kind not in ATTRIBUTE_TYPES:
+        raise BadRequestData(f"{where}{name}: attribute type {kind!r} is not one of "
+                             f"{', '.join(ATTRIBUTE_TYPES)}")
+    out: dict = {"type": kind}
+    if kind == "Relationship":
+        obj = value.get("object")
+        objects = obj if isinstance(obj, list) else [obj]
+        if obj is None or not all(is_uri(o) for o in objects):
+            raise BadRequestData(f"{where}{name}: a Relationship needs an 'object' that is a URI")
+        out["object"] = obj
+    elif kind == "LanguageProperty":
+        lm = value.get("languageMap")
+        if not isinstance(lm, dict) or not lm:
+            raise BadRequestData(f"{where}{name}: a LanguageProperty needs a 'languageMap'")
+        out["languageMap"] = lm
+    else:
+        if "value" not in value or value["value"] is None:
+            raise BadRequestData(f"{where}{name}: a {kind} needs a 'value'")
+        out["value"] = value["value"]
+        if kind == "GeoProperty" or name in GEO_ATTRIBUTE_NAMES:
+            from cityos.core.geo import validate_geometry
+
+            validate_geometry(value["value"], field=f"{where}{name}")
+            out["type"] = "GeoProperty"
+    if "observedAt" in value:
+        out["observedAt"] = format_datetime(
+            parse_datetime(value["observedAt"], f"{where}{name}.observedAt"))
+    if "unitCode" in value:
+        if not isinstance(value["unitCode"], str) or not value["unitCode"]:
+            raise BadRequestData(f"{where}{name}.unitCode must be a non-empty string")
+        out["unitCode"] = value["unitCode"]
+    if "datasetId" in value:
+        if not is_uri(value["datasetId"]):
+            raise BadRequestData(f"{where}{name}.datasetId: {value['datasetId']!r} is not a URI")
+        out["datasetId"] = value["datasetId"]
+    for key in ("lang", "objectType"):
+        if key in value:
+            out[key] = value[key]
+    for sub_name, sub_value in value.items():
+        if sub_name in ATTRIBUTE_MEMBERS:
+            continue
+        check_attribute_name(sub_name, f"{where}{name}.")
+        out[sub_name] = normalise_attribute(sub_name, sub_value, where=f"{where}{name}.")
+    return out
+
+
+def from_key_values(body: Any, *, where: str = "") -> dict:
+    """Turn a keyValues (simplified) entity into the canonical normalised form.
+
+    A GeoJSON geometry becomes a GeoProperty, anything else a Property; a value that
+    is already a normalised attribute (an object with an attribute ``type``) is kept.
+    """
+    if not isinstance(body, dict):
+        raise BadRequestData(f"{where}an entity must be a JSON object")
+    normal: dict = {k: body[k] for k in ("id", "type", "scope") if k in body}
+    for name, value in body.items():
+        if name in RESERVED_KEYS:
+            continue
+        normal[name] = key_value_to_attribute(name, value)
+    return normalise_entity(normal, where=where, require_type="type" in body)
+
+
+def key_value_to_attribute(name: str, value: Any) -> dict:
+    """Wrap one simplified value as a normalised attribute instance."""
+    if isinstance(value, dict) and value.get("type") in ATTRIBUTE_TYPES:
+        return value
+    if isinstance(value, dict) and value.get("type") in GEOJSON_GEOMETRY_TYPES:
+        return {"type": "GeoProperty", "value": value}
+    return {"type": "Property", "value": value}
+
+
+def to_key_values(entity: dict) -> dict:
+    """The simplified (keyValues) representation of a canonical entity."""
+    out = {k: entity[k] for k in ("id", "type", "scope") if k in entity}
+    for name, attr in entity.items():
+        if name in out or name in RESERVED_KEYS:
+            continue
+        out[name] = [_simple(a) for a in attr] if isinstance(attr, list) else _simple(attr)
+    return out
+
+
+def _simple(instance: dict) -> Any:
+    if instance.get("type") == "Relationship":
+        return instance.get("object")
+    if instance.get("type") == "LanguageProperty":
+        return instance.get("languageMap")
+    return instance.get("value")
+
+
+def attribute_instances(attr: dict | list) -> list[dict]:
+    """The instances of an attribute as a list, whatever its stored shape."""
+    return attr if isinstance(attr, list) else [attr]
+
+
+def attribute_names(entity: dict) -> list[str]:
+    """The names of the entity's attributes (reserved keys excluded)."""
+    return [k for k in entity if k not in RESERVED_KEYS]

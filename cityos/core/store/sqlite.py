@@ -1,0 +1,389 @@
+"""The embedded default backend: one SQLite file in WAL mode.
+
+Entities are JSON documents keyed by (tenant, id); an R*Tree holds the lon/lat box
+of each entity's ``location`` for the spatial prefilter (exact predicates run in
+Shapely, in :mod:`cityos.core.geo`). History is a ``WITHOUT ROWID`` table clustered on
+(tenant, entity, attribute, dataset, instant), so a time-range or lastN query for one
+attribute is one index range scan.
+
+Writes are serialised by one lock (SQLite has a single writer anyway) and run as
+``BEGIN IMMEDIATE`` transactions; readers use their own per-thread connections and
+never block the writer (WAL). ``synchronous=NORMAL`` keeps every committed
+transaction through a process crash (SIGKILL); set ``CITYOS_SQLITE_SYNCHRONOUS=FULL``
+to survive power loss as well, at the cost of an fsync per commit.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import orjson
+
+from cityos.core.entities import attribute_instances, entity_types
+from cityos.core.events import EventBus
+from cityos.core.store.base import ContextStore, HistoryRow, StoredEntity, StoreTransaction
+from cityos.core.timefmt import now_utc, to_micros
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS entities (
+    pk INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    id TEXT NOT NULL,
+    doc BLOB NOT NULL,
+    created_us INTEGER NOT NULL,
+    modified_us INTEGER NOT NULL,
+    UNIQUE (tenant, id)
+);
+CREATE TABLE IF NOT EXISTS entity_types (
+    tenant TEXT NOT NULL,
+    type TEXT NOT NULL,
+    id TEXT NOT NULL,
+    pk INTEGER NOT NULL,
+    PRIMARY KEY (tenant, type, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS entity_types_pk ON entity_types (pk);
+CREATE VIRTUAL TABLE IF NOT EXISTS entity_geo USING rtree (pk, min_lon, max_lon, min_lat, max_lat);
+CREATE TABLE IF NOT EXISTS history (
+    tenant TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    attribute TEXT NOT NULL,
+    dataset_id TEXT NOT NULL,
+    observed_us INTEGER NOT NULL,
+    entity_type TEXT NOT NULL,
+    instance BLOB NOT NULL,
+    number REAL,
+    PRIMARY KEY (tenant, entity_id, attribute, dataset_id, observed_us)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS history_series (
+    tenant TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    attribute TEXT NOT NULL,
+    dataset_id TEXT NOT NULL,
+    PRIMARY KEY (tenant, entity_id, attribute, dataset_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS documents (
+    tenant TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    doc BLOB NOT NULL,
+    created_us INTEGER NOT NULL,
+    PRIMARY KEY (tenant, kind, key)
+) WITHOUT ROWID;
+"""
+
+_CHUNK = 500  # stays well under SQLite's bound-parameter limit
+
+
+def location_bounds(entity: dict) -> tuple[float, float, float, float] | None:
+    """Lon/lat box (min_lon, min_lat, max_lon, max_lat) of the entity's ``location``."""
+    attr = entity.get("location")
+    if not attr:
+        return None
+    boxes = []
+    for instance in attribute_instances(attr):
+        value = instance.get("value")
+        if isinstance(value, dict) and "coordinates" in value:
+            boxes.append(_coordinate_bounds(value["coordinates"]))
+    boxes = [b for b in boxes if b is not None]
+    if not boxes:
+        return None
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes),
+            max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
+def _coordinate_bounds(coords) -> tuple[float, float, float, float] | None:
+    xs: list[float] = []
+    ys: list[float] = []
+    stack = [coords]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (list, tuple)) and item and isinstance(item[0], (int, float)):
+            xs.append(float(item[0]))
+            ys.append(float(item[1]))
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    if not xs:
+        return None
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+class _SqliteTransaction(StoreTransaction):
+    def __init__(self, conn: sqlite3.Connection, tenant: str):
+        self.conn = conn
+        self.tenant = tenant
+        self._known: dict[str, tuple[int, list[str], tuple | None]] = {}
+        # what this transaction has read or written, None for "does not exist": a batch
+        # reads all its ids at once and each entity's step then costs no query
+        self._records: dict[str, StoredEntity | None] = {}
+        self._history: list[tuple] = []
+
+    def read(self, entity_ids: list[str]) -> dict[str, StoredEntity]:
+        found = {i: self._records[i] for i in entity_ids
+                 if i in self._records and self._records[i] is not None}
+        missing = [i for i in dict.fromkeys(entity_ids) if i not in self._records]
+        for entity_id in missing:
+            self._records[entity_id] = None
+        for start in range(0, len(missing), _CHUNK):
+            chunk = missing[start:start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                f"SELECT pk, id, doc, created_us, modified_us FROM entities "
+                f"WHERE tenant = ? AND id IN ({marks})", [self.tenant, *chunk])
+            for pk, entity_id, doc, created, modified in rows:
+                entity = orjson.loads(doc)
+                self._known[entity_id] = (pk, entity_types(entity), location_bounds(entity))
+                found[entity_id] = self._records[entity_id] = StoredEntity(entity, created,
+                                                                           modified)
+        return found
+
+    def put(self, record: StoredEntity, *, created: bool) -> None:
+        entity = record.entity
+        types = entity_types(entity)
+        bounds = location_bounds(entity)
+        doc = orjson.dumps(entity)
+        known = None if created else self._known.get(record.id)
+        if known is None and not created:
+            self.read([record.id])
+            known = self._known.get(record.id)
+        if known is None:
+            pk = self.conn.execute(
+                "INSERT INTO entities (tenant, id, doc, created_us, modified_us) "
+                "VALUES (?, ?, ?, ?, ?) RETURNING pk",
+                (self.tenant, record.id, doc, record.created_us, record.modified_us)).fetchone()[0]
+            old_types, old_bounds = [], None
+        else:
+            pk, old_types, old_bounds = known
+            self.conn.execute("UPDATE entities SET doc = ?, modified_us = ? WHERE pk = ?",
+                              (doc, record.modified_us, pk))
+        if types != old_types:
+            self.conn.execute("DELETE FROM entity_types WHERE pk = ?", (pk,))
+            self.conn.executemany(
+                "INSERT INTO entity_types (tenant, type, id, pk) VALUES (?, ?, ?, ?)",
+                [(self.tenant, t, record.id, pk) for t in types])
+        if bounds != old_bounds:
+            self.conn.execute("DELETE FROM entity_geo WHERE pk = ?", (pk,))
+            if bounds is not None:
+                self.conn.execute("INSERT INTO entity_geo VALUES (?, ?, ?, ?, ?)",
+                                  (pk, bounds[0], bounds[2], bounds[1], bounds[3]))
+        self._known[record.id] = (pk, types, bounds)
+        self._records[record.id] = record
+
+    def delete(self, entity_id: str) -> None:
+        row = self.conn.execute("SELECT pk FROM entities WHERE tenant = ? AND id = ?",
+                                (self.tenant, entity_id)).fetchone()
+        self._records[entity_id] = None
+        if row is None:
+            return
+        for table in ("entities", "entity_types", "entity_geo"):
+            self.conn.execute(f"DELETE FROM {table} WHERE pk = ?", (row[0],))
+        self._known.pop(entity_id, None)
+
+    def add_history(self, rows: list[HistoryRow]) -> None:
+        self._history.extend(
+            (self.tenant, r.entity_id, r.attribute, r.dataset_id, r.observed_us, r.entity_type,
+             orjson.dumps(r.instance), r.number) for r in rows)
+
+    def flush(self) -> None:
+        if not self._history:
+            return
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO history VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._history)
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO history_series VALUES (?, ?, ?, ?)",
+            {(r[0], r[1], r[2], r[3]) for r in self._history})
+        self._history.clear()
+
+
+class SqliteStore(ContextStore):
+    """Context store in one SQLite file.
+
+    Parameters
+    ----------
+    path : str
+        File path, or ``:memory:`` for a private in-memory store (tests, tools).
+    events : EventBus, optional
+        Bus for entity events.
+    """
+
+    backend = "sqlite"
+
+    def __init__(self, path: str, events: EventBus | None = None):
+        super().__init__(events)
+        self.path = path
+        self._memory = path in ("", ":memory:")
+        self._local = threading.local()
+        self._write_lock = threading.RLock()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._synchronous = os.environ.get("CITYOS_SQLITE_SYNCHRONOUS", "NORMAL").upper()
+        if not self._memory and os.path.dirname(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        self._shared = self._connect() if self._memory else None
+        self._conn().executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               timeout=30.0)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA foreign_keys=OFF")
+        conn.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache per connection
+        conn.execute("PRAGMA mmap_size=268435456")
+        with self._connections_lock:
+            self._connections.append(conn)
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._shared is not None:
+            return self._shared
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        # an in-memory store has one connection shared by all threads: serialise
+        if self._shared is not None:
+            with self._write_lock:
+                yield self._shared
+        else:
+            yield self._conn()
+
+    @contextmanager
+    def transaction(self, tenant: str) -> Iterator[_SqliteTransaction]:
+        with self._write_lock:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            tx = _SqliteTransaction(conn, tenant)
+            try:
+                yield tx
+                tx.flush()
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def scan(self, tenant, *, types=None, ids=None, id_pattern=None, bbox=None):
+        sql = ["SELECT e.doc, e.created_us, e.modified_us FROM entities e"]
+        where = ["e.tenant = ?"]
+        params: list = [tenant]
+        if types:
+            marks = ",".join("?" * len(types))
+            where.append(f"e.pk IN (SELECT pk FROM entity_types WHERE tenant = ? "
+                         f"AND type IN ({marks}))")
+            params += [tenant, *types]
+        if bbox is not None:
+            sql.append("JOIN entity_geo g ON g.pk = e.pk")
+            where.append("g.max_lon >= ? AND g.min_lon <= ? AND g.max_lat >= ? "
+                         "AND g.min_lat <= ?")
+            params += [bbox[0], bbox[2], bbox[1], bbox[3]]
+        if ids is not None:
+            if not ids:
+                return
+            if len(ids) > _CHUNK:
+                yield from self._scan_many_ids(tenant, types, ids, id_pattern, bbox)
+                return
+            where.append(f"e.id IN ({','.join('?' * len(ids))})")
+            params += list(ids)
+        query = " ".join(sql) + " WHERE " + " AND ".join(where) + " ORDER BY e.id"
+        with self._reading() as conn:
+            rows = conn.execute(query, params).fetchall() if self._shared is not None \
+                else conn.execute(query, params)
+            for doc, created, modified in rows:
+                yield StoredEntity(orjson.loads(doc), created, modified)
+
+    def _scan_many_ids(self, tenant, types, ids, id_pattern, bbox):
+        records = []
+        for start in range(0, len(ids), _CHUNK):
+            records += self.scan(tenant, types=types, ids=ids[start:start + _CHUNK],
+                                 id_pattern=id_pattern, bbox=bbox)
+        yield from sorted(records, key=lambda r: r.id)
+
+    def history(self, tenant, entity_id, attrs, start_us, end_us, last_n):
+        with self._reading() as conn:
+            series = conn.execute(
+                "SELECT attribute, dataset_id FROM history_series "
+                "WHERE tenant = ? AND entity_id = ? ORDER BY attribute, dataset_id",
+                (tenant, entity_id)).fetchall()
+            rows: list[HistoryRow] = []
+            for attribute, dataset in series:
+                if attrs is not None and attribute not in attrs:
+                    continue
+                sql = ("SELECT observed_us, entity_type, instance, number FROM history "
+                       "WHERE tenant = ? AND entity_id = ? AND attribute = ? "
+                       "AND dataset_id = ?")
+                params: list = [tenant, entity_id, attribute, dataset]
+                if start_us is not None:
+                    sql += " AND observed_us >= ?"
+                    params.append(start_us)
+                if end_us is not None:
+                    sql += " AND observed_us < ?"
+                    params.append(end_us)
+                if last_n:
+                    sql += " ORDER BY observed_us DESC LIMIT ?"
+                    params.append(int(last_n))
+                else:
+                    sql += " ORDER BY observed_us"
+                found = conn.execute(sql, params).fetchall()
+                if last_n:
+                    found.reverse()
+                rows += [HistoryRow(entity_id, etype, attribute, dataset, observed,
+                                    orjson.loads(instance), number)
+                         for observed, etype, instance, number in found]
+        return rows
+
+    def delete_history(self, tenant, entity_id):
+        with self.transaction(tenant) as tx:
+            removed = tx.conn.execute("DELETE FROM history WHERE tenant = ? AND entity_id = ?",
+                                      (tenant, entity_id)).rowcount
+            tx.conn.execute("DELETE FROM history_series WHERE tenant = ? AND entity_id = ?",
+                            (tenant, entity_id))
+        return removed
+
+    def put_document(self, tenant, kind, key, doc):
+        with self._write_lock:
+            self._conn().execute(
+                "INSERT INTO documents VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, kind, key) "
+                "DO UPDATE SET doc = excluded.doc",
+                (tenant, kind, key, orjson.dumps(doc), to_micros(now_utc())))
+
+    def get_document(self, tenant, kind, key):
+        with self._reading() as conn:
+            row = conn.execute("SELECT doc FROM documents WHERE tenant = ? AND kind = ? "
+                               "AND key = ?", (tenant, kind, key)).fetchone()
+        return orjson.loads(row[0]) if row else None
+
+    def list_documents(self, tenant, kind, limit=1000, offset=0):
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT doc FROM documents WHERE tenant = ? AND kind = ? "
+                "ORDER BY created_us, key LIMIT ? OFFSET ?",
+                (tenant, kind, limit, offset)).fetchall()
+        return [orjson.loads(r[0]) for r in rows]
+
+    def delete_document(self, tenant, kind, key):
+        with self._write_lock:
+            cursor = self._conn().execute(
+                "DELETE FROM documents WHERE tenant = ? AND kind = ? AND key = ?",
+                (tenant, kind, key))
+        return cursor.rowcount > 0
+
+    def tenants(self):
+        with self._reading() as conn:
+            return [r[0] for r in conn.execute(
+                "SELECT DISTINCT tenant FROM entities ORDER BY tenant")]
+
+    def close(self) -> None:
+        with self._connections_lock:
+            for conn in self._connections:
+                try:
+                    conn.close()
+                except sqlite3.ProgrammingError:  # closed from another thread already
+                    pass
+            self._connections.clear()
+        self._local = threading.local()
