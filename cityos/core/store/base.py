@@ -371,6 +371,8 @@ class ContextStore(ABC):
                 continue
             if q is not None and not q_matches(q, entity):
                 continue
+            if query.attrs and not any(name in entity for name in query.attrs):
+                continue  # NGSI-LD: attrs also selects entities having one of them
             if query.offset <= total < stop_at:
                 page.append(record)
             total += 1

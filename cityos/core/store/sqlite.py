@@ -15,6 +15,7 @@ to survive power loss as well, at the cost of an fsync per commit.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import threading
@@ -109,6 +110,20 @@ def _coordinate_bounds(coords) -> tuple[float, float, float, float] | None:
     if not xs:
         return None
     return min(xs), min(ys), max(xs), max(ys)
+
+
+@contextmanager
+def _file_lock(path: str | None) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (nothing when None)."""
+    if path is None:
+        yield
+        return
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class _SqliteTransaction(StoreTransaction):
@@ -223,12 +238,17 @@ class SqliteStore(ContextStore):
         if not self._memory and os.path.dirname(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
         self._shared = self._connect() if self._memory else None
-        self._conn().executescript(SCHEMA)
+        conn = self._conn()
+        with _file_lock(None if self._memory else path + ".lock"):
+            conn.executescript(SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                timeout=30.0)
-        conn.execute("PRAGMA journal_mode=WAL")
+        # switching a new file to WAL takes an exclusive lock that busy_timeout does not
+        # cover: serialise it between processes opening the same file at once
+        with _file_lock(None if self._memory else self.path + ".lock"):
+            conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA foreign_keys=OFF")
         conn.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache per connection
