@@ -1,0 +1,725 @@
+"""The NGSI-LD entity API (ETSI GS CIM 009 v1.6 shapes), thin over the ContextStore.
+
+Entities, attributes, batch operations, ``POST /entityOperations/query``, ``/types`` and
+``/attributes``, mounted under ``/ngsi-ld/v1``. Each route checks its parameters (so
+bad input comes back as a 400 naming the parameter before the store is touched),
+renames names between the client's ``@context`` and the stored canonical names
+(:mod:`cityos.core.ngsi_ld.context`), calls one store method and renders the result as
+JSON, JSON-LD or GeoJSON. Routes are plain ``def``: the store is synchronous and FastAPI
+runs them in its thread pool.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+from fastapi import APIRouter, Depends, Response
+
+from cityos.core.entities import (
+    RESERVED_KEYS,
+    attribute_instances,
+    attribute_names,
+    entity_types,
+    is_uri,
+    normalise_entity,
+    to_key_values,
+)
+from cityos.core.errors import BadRequestData, ResourceNotFound, TooManyResults
+from cityos.core.ngsi_ld.context import (
+    GEO_JSON,
+    JSON_LD,
+    LdBody,
+    LdContext,
+    accept_geojson,
+    accept_json,
+    canonical_entity,
+    canonical_fragment,
+    canonical_q,
+    compact_entity,
+    link_context,
+    read_body,
+)
+from cityos.core.store.base import EntityQuery, StoredEntity, UpdateResult
+from cityos.core.tenancy import Caller, get_app_settings, get_store, require
+from cityos.core.timefmt import format_datetime, from_micros
+
+router = APIRouter(tags=["NGSI-LD"])
+
+#: Most entities one batch operation accepts.
+MAX_BATCH_ENTITIES = 1000
+RESULTS_COUNT_HEADER = "NGSILD-Results-Count"
+ENTITIES_PATH = "/ngsi-ld/v1/entities/"
+
+_QUERY_OPTIONS = ("keyValues", "sysAttrs", "count", "normalized")
+_ENTITY_OPTIONS = ("keyValues", "sysAttrs", "normalized")
+_FORMATS = ("normalized", "keyValues", "simplified")
+
+
+# ==================================================================== parameters
+def int_param(text: str | None, name: str, default: int | None = None,
+              minimum: int = 0) -> int | None:
+    """An integer query parameter; BadRequestData naming it when it is not one."""
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadRequestData(f"{name}: {text!r} is not an integer") from None
+    if value < minimum:
+        raise BadRequestData(f"{name}: {value} is less than {minimum}")
+    return value
+
+
+def bool_param(text: str | None, name: str) -> bool:
+    """A ``true``/``false`` query parameter (absent is false)."""
+    if text is None or text == "":
+        return False
+    if text.lower() in ("true", "1"):
+        return True
+    if text.lower() in ("false", "0"):
+        return False
+    raise BadRequestData(f"{name}: {text!r} is neither true nor false")
+
+
+def list_param(text: str | None) -> list[str]:
+    """The items of a comma-separated parameter."""
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
+def parse_options(text: str | None, allowed: tuple[str, ...]) -> set[str]:
+    """The ``options`` of a request; BadRequestData for one that is not ``allowed``."""
+    options = set(list_param(text))
+    for option in sorted(options):
+        if option not in allowed:
+            raise BadRequestData(f"options: {option!r} is not one of {', '.join(allowed)}")
+    return options
+
+
+def wants_key_values(options: set[str], format_: str | None) -> bool:
+    """True when ``options=keyValues`` or ``format=simplified|keyValues`` is asked."""
+    if format_ is not None and format_ not in _FORMATS:
+        raise BadRequestData(f"format: {format_!r} is not one of {', '.join(_FORMATS)}")
+    return "keyValues" in options or format_ in ("keyValues", "simplified")
+
+
+def page_params(settings, limit: str | None, offset: str | None,
+                count: bool) -> tuple[int, int]:
+    """``limit`` and ``offset`` checked against the settings' maximum.
+
+    Raises
+    ------
+    TooManyResults
+        When ``limit`` is above ``settings.max_query_limit``.
+    BadRequestData
+        When either is not a non-negative integer, or ``limit=0`` without count.
+    """
+    page = int_param(limit, "limit", settings.default_query_limit)
+    start = int_param(offset, "offset", 0)
+    if page > settings.max_query_limit:
+        raise TooManyResults(f"limit: {page} is larger than the maximum "
+                             f"{settings.max_query_limit}")
+    if page == 0 and not count:
+        raise BadRequestData("limit: 0 is only allowed together with count=true")
+    return page, start
+
+
+def type_names(text: str | None, context: LdContext) -> list[str] | None:
+    """The entity types of a ``type`` parameter (``A,B`` or ``A|B``: any of them)."""
+    if text is None:
+        return None
+    if any(c in text for c in ";()"):
+        raise BadRequestData(f"type: {text!r}: only lists of types ('A,B' or 'A|B', any of "
+                             "them) are supported, not ';' or parentheses")
+    names = [n.strip() for n in re.split(r"[,|]", text)]
+    if not all(names):
+        raise BadRequestData(f"type: {text!r} has an empty type name")
+    return [context.to_canonical(n) for n in names]
+
+
+def attr_names(text: str | list | None, context: LdContext, field: str = "attrs"
+               ) -> list[str] | None:
+    """Stored names of an ``attrs`` parameter (comma-separated text or a list)."""
+    if text is None:
+        return None
+    names = list_param(text) if isinstance(text, str) else text
+    if not all(isinstance(n, str) and n for n in names):
+        raise BadRequestData(f"{field}: every attribute name must be a non-empty string")
+    return [context.to_canonical(n) for n in names]
+
+
+def entity_ids(text: str | list | None, field: str = "id") -> list[str] | None:
+    """The URIs of an ``id`` parameter."""
+    if text is None:
+        return None
+    ids = list_param(text) if isinstance(text, str) else text
+    for entity_id in ids:
+        if not is_uri(entity_id):
+            raise BadRequestData(f"{field}: {entity_id!r} is not a URI")
+    return ids
+
+
+def id_pattern(text: str | None, field: str = "idPattern") -> str | None:
+    """A checked ``idPattern`` regular expression."""
+    if text is None:
+        return None
+    try:
+        re.compile(text)
+    except re.error as error:
+        raise BadRequestData(f"{field}: {text!r} is not a regular expression: {error}") \
+            from None
+    return text
+
+
+def q_expression(text: str | None, context: LdContext, settings, field: str = "q"):
+    """Parse ``q`` (length-checked) and rename its attributes to stored names."""
+    if text is None:
+        return None
+    from cityos.core.ngsi_ld.qlang import parse_q
+
+    if not isinstance(text, str):
+        raise BadRequestData(f"{field}: must be a string")
+    return canonical_q(parse_q(text, settings.max_q_length), context)
+
+
+def geo_query(georel: str | None, geometry: str | None, coordinates: Any,
+              geoproperty: str | None, context: LdContext, field: str = ""):
+    """Parse a geo-query (``georel``, ``geometry``, ``coordinates``, ``geoproperty``).
+
+    ``coordinates`` is the JSON text of a query parameter or an already parsed array
+    (``geoQ`` of a body). Returns None when no geo-query is asked for.
+    """
+    if georel is None and geometry is None and coordinates is None:
+        if geoproperty is not None:
+            raise BadRequestData(f"{field}geoproperty: only allowed together with georel")
+        return None
+    for name, value in (("georel", georel), ("geometry", geometry),
+                        ("coordinates", coordinates)):
+        if value is None:
+            raise BadRequestData(f"{field}{name} is required for a geo-query (georel, "
+                                 "geometry and coordinates go together)")
+    from cityos.core.geo import parse_geo_query
+
+    canonical_geoproperty = context.to_canonical(geoproperty) if geoproperty else "location"
+    return parse_geo_query(georel=georel, geometry=geometry, coordinates=coordinates,
+                           geoproperty=canonical_geoproperty)
+
+
+# ===================================================================== rendering
+@dataclass
+class View:
+    """How entities go out: media type, context, keyValues, sysAttrs, projection."""
+
+    media: str
+    context: LdContext
+    key_values: bool = False
+    sys_attrs: bool = False
+    attrs: list[str] | None = None
+    geometry_property: str = "location"
+
+    def entity(self, record: StoredEntity) -> dict:
+        """One entity in the asked-for representation, names compacted."""
+        entity = record.entity
+        if self.attrs is not None:
+            wanted = set(self.attrs)
+            entity = {k: v for k, v in entity.items() if k in RESERVED_KEYS or k in wanted}
+        out = to_key_values(entity) if self.key_values else dict(entity)
+        if self.sys_attrs:
+            out["createdAt"] = format_datetime(from_micros(record.created_us))
+            out["modifiedAt"] = format_datetime(from_micros(record.modified_us))
+        return compact_entity(out, self.context)
+
+    def feature(self, record: StoredEntity) -> dict:
+        """One entity as a GeoJSON Feature (geometry from ``geometry_property``)."""
+        geometry = None
+        attr = record.entity.get(self.geometry_property)
+        if attr is not None:
+            first = attribute_instances(attr)[0]
+            if first.get("type") == "GeoProperty":
+                geometry = first.get("value")
+        properties = self.entity(record)
+        properties.pop("id", None)
+        return {"id": record.id, "type": "Feature", "geometry": geometry,
+                "properties": properties}
+
+    def one(self, record: StoredEntity, status: int = 200,
+            headers: dict | None = None) -> Response:
+        """The response for one entity."""
+        if self.media == GEO_JSON:
+            return respond(self.feature(record), self.media, self.context, status, headers)
+        return respond(self.entity(record), self.media, self.context, status, headers)
+
+    def many(self, records: list[StoredEntity], status: int = 200,
+             headers: dict | None = None) -> Response:
+        """The response for a list of entities."""
+        if self.media == GEO_JSON:
+            collection = {"type": "FeatureCollection",
+                          "features": [self.feature(r) for r in records]}
+            return respond(collection, self.media, self.context, status, headers)
+        return respond([self.entity(r) for r in records], self.media, self.context, status,
+                       headers)
+
+
+def respond(content: Any, media: str, context: LdContext, status: int = 200,
+            headers: dict | None = None) -> Response:
+    """A JSON / JSON-LD / GeoJSON response carrying the request's context.
+
+    ``application/ld+json`` puts ``@context`` in the body (in each element of a list);
+    the others send the context in a ``Link`` header.
+    """
+    headers = dict(headers or {})
+    if media == JSON_LD:
+        ld = context.response_context()
+        if isinstance(content, list):
+            content = [{**item, "@context": ld} if isinstance(item, dict) else item
+                       for item in content]
+        elif isinstance(content, dict):
+            content = {**content, "@context": ld}
+    else:
+        headers["Link"] = context.link_header()
+    return Response(orjson.dumps(content), status_code=status, headers=headers,
+                    media_type=media)
+
+
+def update_response(result: UpdateResult, context: LdContext) -> Response:
+    """204 when every attribute was written, else 207 with updated / notUpdated."""
+    if not result.not_updated:
+        return Response(status_code=204)
+    body = {"updated": [context.from_canonical(n) for n in result.updated],
+            "notUpdated": [{**item, "attributeName": context.from_canonical(
+                item["attributeName"])} for item in result.not_updated]}
+    return Response(orjson.dumps(body), status_code=207, media_type="application/json")
+
+
+def location_of(entity_id: str) -> str:
+    """The ``Location`` header of a created entity."""
+    return ENTITIES_PATH + quote(entity_id, safe=":@!$&'()*+,;=-._~")
+
+
+def _body_attributes(body: LdBody, entity_id: str) -> dict:
+    context = body.context
+    data = body.data
+    if not isinstance(data, dict):
+        raise BadRequestData("the request body must be a JSON object of attributes")
+    if "id" in data and data["id"] != entity_id:
+        raise BadRequestData(f"id: {data['id']!r} in the body differs from {entity_id!r} "
+                             "in the URL")
+    attrs = canonical_entity(data, context)
+    attrs.pop("id", None)
+    if not [k for k in attrs if k not in RESERVED_KEYS]:
+        raise BadRequestData("the request body names no attribute")
+    return attrs
+
+
+# ====================================================================== entities
+@router.post("/entities", status_code=201)
+def create_entity(caller: Caller = Depends(require("operator")), store=Depends(get_store),
+                  body: LdBody = Depends(read_body)) -> Response:
+    """Create an entity: 201 with its ``Location``; 409 AlreadyExists if the id is taken."""
+    entity = normalise_entity(canonical_entity(body.data, body.context))
+    store.create_entity(caller.tenant, entity)
+    return Response(status_code=201, headers={"Location": location_of(entity["id"])})
+
+
+@router.get("/entities")
+def query_entities(
+    caller: Caller = Depends(require("viewer")), store=Depends(get_store),
+    settings=Depends(get_app_settings), context: LdContext = Depends(link_context),
+    media: str = Depends(accept_geojson), type: str | None = None,  # noqa: A002
+    id: str | None = None, idPattern: str | None = None,  # noqa: A002, N803
+    attrs: str | None = None, q: str | None = None, georel: str | None = None,
+    geometry: str | None = None, coordinates: str | None = None,
+    geoproperty: str | None = None, geometryProperty: str | None = None,  # noqa: N803
+    options: str | None = None, format: str | None = None,  # noqa: A002
+    limit: str | None = None, offset: str | None = None, count: str | None = None,
+) -> Response:
+    """Query entities by type, id, idPattern, attrs, q and geo-query, one page."""
+    chosen = parse_options(options, _QUERY_OPTIONS)
+    counting = "count" in chosen or bool_param(count, "count")
+    page, start = page_params(settings, limit, offset, counting)
+    query = EntityQuery(
+        types=type_names(type, context), ids=entity_ids(id), id_pattern=id_pattern(idPattern),
+        q=q_expression(q, context, settings),
+        geo=geo_query(georel, geometry, coordinates, geoproperty, context),
+        attrs=attr_names(attrs, context), limit=page, offset=start, count=counting)
+    if not (query.types or query.ids or query.id_pattern or query.attrs
+            or query.q is not None or query.geo is not None):
+        raise BadRequestData("a query needs at least one of type, id, idPattern, attrs, q "
+                             "or georel")
+    result = store.query_entities(caller.tenant, query)
+    view = View(media, context, wants_key_values(chosen, format), "sysAttrs" in chosen,
+                query.attrs, context.to_canonical(geometryProperty or "location"))
+    headers = {RESULTS_COUNT_HEADER: str(result.count)} if counting else None
+    return view.many(result.entities, headers=headers)
+
+
+@router.get("/entities/{entity_id}")
+def retrieve_entity(
+    entity_id: str, caller: Caller = Depends(require("viewer")), store=Depends(get_store),
+    context: LdContext = Depends(link_context), media: str = Depends(accept_geojson),
+    attrs: str | None = None, type: str | None = None,  # noqa: A002
+    options: str | None = None, format: str | None = None,  # noqa: A002
+    geometryProperty: str | None = None,  # noqa: N803
+) -> Response:
+    """One entity, optionally projected on ``attrs``; 404 when it does not exist."""
+    chosen = parse_options(options, _ENTITY_OPTIONS)
+    key_values = wants_key_values(chosen, format)
+    wanted_types = type_names(type, context)
+    record = store.get_record(caller.tenant, entity_id)
+    if wanted_types and not set(wanted_types) & set(entity_types(record.entity)):
+        raise ResourceNotFound(f"entity {entity_id} has none of the types "
+                               f"{', '.join(wanted_types)}")
+    view = View(media, context, key_values, "sysAttrs" in chosen, attr_names(attrs, context),
+                context.to_canonical(geometryProperty or "location"))
+    return view.one(record)
+
+
+@router.delete("/entities/{entity_id}", status_code=204)
+def delete_entity(entity_id: str, caller: Caller = Depends(require("operator")),
+                  store=Depends(get_store)) -> Response:
+    """Delete an entity (its history stays for the temporal API)."""
+    store.delete_entity(caller.tenant, entity_id)
+    return Response(status_code=204)
+
+
+@router.put("/entities/{entity_id}", status_code=204)
+def replace_entity(entity_id: str, caller: Caller = Depends(require("operator")),
+                   store=Depends(get_store), body: LdBody = Depends(read_body)) -> Response:
+    """Replace every attribute of an existing entity."""
+    data = body.data
+    if not isinstance(data, dict):
+        raise BadRequestData("an entity must be a JSON object")
+    if "id" in data and data["id"] != entity_id:
+        raise BadRequestData(f"id: {data['id']!r} in the body differs from {entity_id!r} "
+                             "in the URL")
+    store.replace_entity(caller.tenant, entity_id, canonical_entity(data, body.context))
+    return Response(status_code=204)
+
+
+@router.patch("/entities/{entity_id}")
+def merge_entity(entity_id: str, caller: Caller = Depends(require("operator")),
+                 store=Depends(get_store), body: LdBody = Depends(read_body)) -> Response:
+    """Merge attributes into an entity (v1.6 mergeEntity): add new, overwrite existing."""
+    attrs = _body_attributes(body, entity_id)
+    result = store.append_attributes(caller.tenant, entity_id, attrs)
+    return update_response(result, body.context)
+
+
+@router.post("/entities/{entity_id}/attrs")
+def append_attributes(entity_id: str, caller: Caller = Depends(require("operator")),
+                      store=Depends(get_store), body: LdBody = Depends(read_body),
+                      options: str | None = None) -> Response:
+    """Append attributes; ``options=noOverwrite`` keeps existing ones (207 lists them)."""
+    chosen = parse_options(options, ("noOverwrite",))
+    attrs = _body_attributes(body, entity_id)
+    result = store.append_attributes(caller.tenant, entity_id, attrs,
+                                     no_overwrite="noOverwrite" in chosen)
+    return update_response(result, body.context)
+
+
+@router.patch("/entities/{entity_id}/attrs")
+def update_attributes(entity_id: str, caller: Caller = Depends(require("operator")),
+                      store=Depends(get_store), body: LdBody = Depends(read_body)) -> Response:
+    """Overwrite existing attributes only; the others are listed as notUpdated (207)."""
+    attrs = _body_attributes(body, entity_id)
+    attrs.pop("type", None)
+    result = store.update_attributes(caller.tenant, entity_id, attrs)
+    return update_response(result, body.context)
+
+
+@router.patch("/entities/{entity_id}/attrs/{attr_id}", status_code=204)
+def partial_attribute_update(entity_id: str, attr_id: str,
+                             caller: Caller = Depends(require("operator")),
+                             store=Depends(get_store),
+                             body: LdBody = Depends(read_body)) -> Response:
+    """Change some members of one attribute instance (``datasetId`` picks the instance)."""
+    if not isinstance(body.data, dict) or not body.data:
+        raise BadRequestData(f"{attr_id}: the body must be a non-empty JSON object")
+    context = body.context
+    fragment = canonical_fragment(body.data, context)
+    store.patch_attribute(caller.tenant, entity_id, context.to_canonical(attr_id), fragment)
+    return Response(status_code=204)
+
+
+@router.delete("/entities/{entity_id}/attrs/{attr_id}", status_code=204)
+def delete_attribute(entity_id: str, attr_id: str,
+                     caller: Caller = Depends(require("operator")), store=Depends(get_store),
+                     context: LdContext = Depends(link_context),
+                     datasetId: str | None = None,  # noqa: N803
+                     deleteAll: str | None = None) -> Response:  # noqa: N803
+    """Delete an attribute (its default instance, one ``datasetId``, or ``deleteAll``)."""
+    if datasetId is not None and not is_uri(datasetId):
+        raise BadRequestData(f"datasetId: {datasetId!r} is not a URI")
+    store.delete_attribute(caller.tenant, entity_id, context.to_canonical(attr_id),
+                           dataset_id=datasetId, delete_all=bool_param(deleteAll, "deleteAll"))
+    return Response(status_code=204)
+
+
+# ===================================================================== batch ops
+def _batch_items(body: LdBody) -> list:
+    data = body.data
+    if not isinstance(data, list):
+        raise BadRequestData("the body of a batch operation must be a JSON array")
+    if not data:
+        raise BadRequestData("the batch is empty")
+    if len(data) > MAX_BATCH_ENTITIES:
+        raise BadRequestData(f"the batch has {len(data)} entities; at most "
+                             f"{MAX_BATCH_ENTITIES} are accepted in one request")
+    return data
+
+
+def _batch_entities(body: LdBody) -> list:
+    return [canonical_entity(item, body.context_of(item, f"entity {index}: "))
+            for index, item in enumerate(_batch_items(body))]
+
+
+def _batch_response(result, created_status: int = 201,
+                    created: list[str] | None = None) -> Response:
+    if result.errors:
+        body = {"success": result.success, "errors": result.errors}
+        return Response(orjson.dumps(body), status_code=207, media_type="application/json")
+    if created is None or created:
+        ids = result.success if created is None else created
+        return Response(orjson.dumps(ids), status_code=created_status,
+                        media_type="application/json")
+    return Response(status_code=204)
+
+
+@router.post("/entityOperations/create")
+def batch_create(caller: Caller = Depends(require("operator")), store=Depends(get_store),
+                 body: LdBody = Depends(read_body)) -> Response:
+    """Create many entities: 201 with their ids, or 207 with success and errors."""
+    result = store.create_entities(caller.tenant, _batch_entities(body))
+    return _batch_response(result)
+
+
+@router.post("/entityOperations/upsert")
+def batch_upsert(caller: Caller = Depends(require("operator")), store=Depends(get_store),
+                 body: LdBody = Depends(read_body), options: str | None = None) -> Response:
+    """Create or replace (``options=replace``, default) / merge (``options=update``).
+
+    201 with the ids of the entities created, 204 when all existed, 207 on any error.
+    """
+    chosen = parse_options(options, ("update", "replace"))
+    if chosen == {"update", "replace"}:
+        raise BadRequestData("options: update and replace exclude each other")
+    entities = _batch_entities(body)
+    ids = [e["id"] for e in entities if isinstance(e, dict) and isinstance(e.get("id"), str)]
+    existing = {record.id for record in store.scan(caller.tenant, ids=ids)} if ids else set()
+    result = store.upsert_entities(caller.tenant, entities, replace="update" not in chosen)
+    created = [i for i in dict.fromkeys(result.success) if i not in existing]
+    return _batch_response(result, created=created)
+
+
+@router.post("/entityOperations/update")
+def batch_update(caller: Caller = Depends(require("operator")), store=Depends(get_store),
+                 body: LdBody = Depends(read_body), options: str | None = None) -> Response:
+    """Append attributes to existing entities (``options=noOverwrite``): 204 or 207."""
+    chosen = parse_options(options, ("noOverwrite",))
+    result = store.update_entities(caller.tenant, _batch_entities(body),
+                                   no_overwrite="noOverwrite" in chosen)
+    return _batch_response(result, created=[])
+
+
+@router.post("/entityOperations/delete")
+def batch_delete(caller: Caller = Depends(require("operator")), store=Depends(get_store),
+                 body: LdBody = Depends(read_body)) -> Response:
+    """Delete entities by id: 204 or 207."""
+    ids = _batch_items(body)
+    for index, entity_id in enumerate(ids):
+        if not isinstance(entity_id, str):
+            raise BadRequestData(f"entity {index}: {entity_id!r} is not an entity id "
+                                 "(a URI string)")
+    result = store.delete_entities(caller.tenant, ids)
+    return _batch_response(result, created=[])
+
+
+@router.post("/entityOperations/query")
+def batch_query(caller: Caller = Depends(require("viewer")), store=Depends(get_store),
+                settings=Depends(get_app_settings), body: LdBody = Depends(read_body),
+                media: str = Depends(accept_json), options: str | None = None,
+                format: str | None = None,  # noqa: A002
+                limit: str | None = None, offset: str | None = None,
+                count: str | None = None) -> Response:
+    """Query entities with a Query object in the body (``entities``, ``attrs``, ``q``,
+    ``geoQ``); ``limit``, ``offset`` and ``count`` are URL parameters."""
+    context = body.context
+    data = body.data
+    if not isinstance(data, dict) or data.get("type") != "Query":
+        raise BadRequestData("type: the body must be a Query object ({\"type\": \"Query\", "
+                             "...})")
+    chosen = parse_options(options, _QUERY_OPTIONS)
+    counting = "count" in chosen or bool_param(count, "count")
+    page, start = page_params(settings, limit, offset, counting)
+    geo = data.get("geoQ")
+    if geo is not None and not isinstance(geo, dict):
+        raise BadRequestData("geoQ: must be an object with georel, geometry and coordinates")
+    geo = geo or {}
+    base = EntityQuery(
+        q=q_expression(data.get("q"), context, settings),
+        geo=geo_query(geo.get("georel"), geo.get("geometry"), geo.get("coordinates"),
+                      geo.get("geoproperty"), context, "geoQ."),
+        attrs=attr_names(data.get("attrs"), context), limit=page, offset=start,
+        count=counting)
+    selectors = _selectors(data.get("entities"), context)
+    if not (selectors or base.attrs or base.q is not None or base.geo is not None):
+        raise BadRequestData("a Query needs at least one of entities, attrs, q or geoQ")
+    records, total = _run_selectors(store, caller.tenant, base, selectors)
+    view = View(media, context, wants_key_values(chosen, format), "sysAttrs" in chosen,
+                base.attrs)
+    headers = {RESULTS_COUNT_HEADER: str(total)} if counting else None
+    return view.many(records, headers=headers)
+
+
+def _selectors(entities: Any, context: LdContext) -> list[dict]:
+    if entities is None:
+        return []
+    if not isinstance(entities, list):
+        raise BadRequestData("entities: must be an array of {type, id, idPattern}")
+    selectors = []
+    for index, item in enumerate(entities):
+        where = f"entities[{index}]."
+        if not isinstance(item, dict):
+            raise BadRequestData(f"entities[{index}]: must be an object")
+        types = item.get("type")
+        if types is not None and not isinstance(types, str):
+            raise BadRequestData(f"{where}type: must be a string")
+        entity_id = item.get("id")
+        if entity_id is not None and not is_uri(entity_id):
+            raise BadRequestData(f"{where}id: {entity_id!r} is not a URI")
+        selectors.append({
+            "types": type_names(types, context) if types is not None else None,
+            "ids": [entity_id] if entity_id is not None else None,
+            "id_pattern": id_pattern(item.get("idPattern"), f"{where}idPattern")})
+    return selectors
+
+
+def _run_selectors(store, tenant: str, base: EntityQuery,
+                   selectors: list[dict]) -> tuple[list[StoredEntity], int | None]:
+    """Run a query whose entity selectors are OR-ed; one store query when they merge."""
+    if len(selectors) <= 1 or all(s["ids"] is None and s["id_pattern"] is None
+                                  for s in selectors):
+        if selectors:
+            base.types = sorted({t for s in selectors for t in (s["types"] or [])}) or None
+            if len(selectors) == 1:
+                base.ids, base.id_pattern = selectors[0]["ids"], selectors[0]["id_pattern"]
+            elif any(s["types"] is None for s in selectors):
+                base.types = None  # one selector without a type matches every type
+        result = store.query_entities(tenant, base)
+        return result.entities, result.count
+    # Different selector shapes: run each up to the end of the page, merge by id.
+    merged: dict[str, StoredEntity] = {}
+    total = 0
+    for selector in selectors:
+        query = EntityQuery(types=selector["types"], ids=selector["ids"],
+                            id_pattern=selector["id_pattern"], q=base.q, geo=base.geo,
+                            attrs=base.attrs, limit=base.offset + base.limit, offset=0,
+                            count=base.count)
+        result = store.query_entities(tenant, query)
+        total += result.count or 0
+        for record in result.entities:
+            merged.setdefault(record.id, record)
+    ordered = [merged[k] for k in sorted(merged)]
+    page = ordered[base.offset:base.offset + base.limit]
+    # Overlapping selectors count an entity once each; exact when they are disjoint.
+    return page, (max(total, len(merged)) if base.count else None)
+
+
+# ============================================================ types, attributes
+def _list_id(kind: str) -> str:
+    return f"urn:ngsi-ld:{kind}:{uuid.uuid4()}"
+
+
+@router.get("/types")
+def list_types(caller: Caller = Depends(require("viewer")), store=Depends(get_store),
+               context: LdContext = Depends(link_context), media: str = Depends(accept_json),
+               details: str | None = None) -> Response:
+    """The entity types in use (EntityTypeList), or with ``details=true`` their
+    attribute names (a list of EntityType)."""
+    summary = store.entity_types_summary(caller.tenant)
+    names = sorted(summary)
+    if bool_param(details, "details"):
+        content: Any = [{"id": context.iri(name), "type": "EntityType",
+                         "typeName": context.from_canonical(name),
+                         "attributeNames": [context.from_canonical(a) for a in
+                                            sorted(summary[name]["attributes"])]}
+                        for name in names]
+    else:
+        content = {"id": _list_id("EntityTypeList"), "type": "EntityTypeList",
+                   "typeList": [context.from_canonical(n) for n in names]}
+    return respond(content, media, context)
+
+
+@router.get("/types/{type_name}")
+def type_info(type_name: str, caller: Caller = Depends(require("viewer")),
+              store=Depends(get_store), context: LdContext = Depends(link_context),
+              media: str = Depends(accept_json)) -> Response:
+    """EntityTypeInfo: how many entities have the type and the attributes they use."""
+    name = context.to_canonical(type_name)
+    info = store.entity_types_summary(caller.tenant).get(name)
+    if info is None:
+        raise ResourceNotFound(f"entity type {type_name} does not exist")
+    details = [{"id": context.iri(attr), "type": "Attribute",
+                "attributeName": context.from_canonical(attr),
+                "attributeTypes": sorted(kinds)}
+               for attr, kinds in sorted(info["attributes"].items())]
+    content = {"id": context.iri(name), "type": "EntityTypeInfo",
+               "typeName": context.from_canonical(name), "entityCount": info["count"],
+               "attributeDetails": details}
+    return respond(content, media, context)
+
+
+def attribute_summary(store, tenant: str) -> dict[str, dict]:
+    """Per attribute name: instance count, attribute types and entity types using it."""
+    summary: dict[str, dict] = {}
+    for record in store.scan(tenant):
+        types = entity_types(record.entity)
+        for name in attribute_names(record.entity):
+            info = summary.setdefault(name, {"count": 0, "kinds": set(), "types": set()})
+            instances = attribute_instances(record.entity[name])
+            info["count"] += len(instances)
+            info["kinds"].update(i.get("type") for i in instances)
+            info["types"].update(types)
+    return summary
+
+
+def _attribute(name: str, info: dict, context: LdContext, full: bool) -> dict:
+    out = {"id": context.iri(name), "type": "Attribute",
+           "attributeName": context.from_canonical(name)}
+    if full:
+        out["attributeCount"] = info["count"]
+        out["attributeTypes"] = sorted(info["kinds"])
+    out["typeNames"] = [context.from_canonical(t) for t in sorted(info["types"])]
+    return out
+
+
+@router.get("/attributes")
+def list_attributes(caller: Caller = Depends(require("viewer")), store=Depends(get_store),
+                    context: LdContext = Depends(link_context),
+                    media: str = Depends(accept_json), details: str | None = None) -> Response:
+    """The attribute names in use (AttributeList), or with ``details=true`` a list of
+    Attribute objects."""
+    summary = attribute_summary(store, caller.tenant)
+    if bool_param(details, "details"):
+        content: Any = [_attribute(n, summary[n], context, False) for n in sorted(summary)]
+    else:
+        content = {"id": _list_id("AttributeList"), "type": "AttributeList",
+                   "attributeList": [context.from_canonical(n) for n in sorted(summary)]}
+    return respond(content, media, context)
+
+
+@router.get("/attributes/{attr_id}")
+def attribute_info(attr_id: str, caller: Caller = Depends(require("viewer")),
+                   store=Depends(get_store), context: LdContext = Depends(link_context),
+                   media: str = Depends(accept_json)) -> Response:
+    """One Attribute: instance count, attribute types and the entity types using it."""
+    name = context.to_canonical(attr_id)
+    info = attribute_summary(store, caller.tenant).get(name)
+    if info is None:
+        raise ResourceNotFound(f"attribute {attr_id} does not exist")
+    return respond(_attribute(name, info, context, True), media, context)
+
