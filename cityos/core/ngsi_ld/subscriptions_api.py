@@ -1,0 +1,106 @@
+"""The NGSI-LD subscription API (ETSI GS CIM 009 clause 5.8), mounted under ``/ngsi-ld/v1``.
+
+Thin over :mod:`cityos.core.subscriptions`: routes check parameters, rename names
+between the client's ``@context`` and the stored canonical names, and call one function.
+Every route acts on the caller's tenant only, so one tenant never sees another's
+subscriptions. The notifier (:class:`~cityos.core.subscriptions.SubscriptionManager`)
+learns of changes by itself.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Response
+
+from cityos.core import subscriptions as subs
+from cityos.core.ngsi_ld.api import RESULTS_COUNT_HEADER, bool_param, page_params, respond
+from cityos.core.ngsi_ld.context import LdBody, LdContext, accept_json, link_context, read_body
+from cityos.core.tenancy import Caller, get_app_settings, get_store, require
+
+router = APIRouter(tags=["NGSI-LD subscriptions"])
+
+SUBSCRIPTIONS_PATH = "/ngsi-ld/v1/subscriptions/"
+
+
+def location_of(subscription_id: str) -> str:
+    """The ``Location`` header of a created subscription."""
+    return SUBSCRIPTIONS_PATH + quote(subscription_id, safe=":@!$&'()*+,;=-._~")
+
+
+def render_subscription(sub: dict, context: LdContext) -> dict:
+    """A stored subscription with its names in the client's ``@context``."""
+    if context.is_core:
+        return sub
+    name = context.from_canonical
+    out = dict(sub)
+    if "entities" in out:
+        out["entities"] = [{**e, "type": name(e["type"])} for e in out["entities"]]
+    if "watchedAttributes" in out:
+        out["watchedAttributes"] = [name(n) for n in out["watchedAttributes"]]
+    notification = dict(out["notification"])
+    if "attributes" in notification:
+        notification["attributes"] = [name(n) for n in notification["attributes"]]
+    out["notification"] = notification
+    if "geoproperty" in out.get("geoQ", {}):
+        out["geoQ"] = {**out["geoQ"], "geoproperty": name(out["geoQ"]["geoproperty"])}
+    if "q" in out:
+        from cityos.core.ngsi_ld.qlang import parse_q, rename_attributes
+
+        out["q"] = str(rename_attributes(parse_q(out["q"], len(out["q"])), name))
+    return out
+
+
+@router.post("/subscriptions", status_code=201)
+def create_subscription(caller: Caller = Depends(require("operator")),
+                        store=Depends(get_store), settings=Depends(get_app_settings),
+                        body: LdBody = Depends(read_body)) -> Response:
+    """Create a subscription: 201 with its ``Location``; 409 if the id is taken."""
+    sub = subs.create_subscription(store, caller.tenant, body.data, body.context,
+                                   max_q_length=settings.max_q_length)
+    return Response(status_code=201, headers={"Location": location_of(sub["id"])})
+
+
+@router.get("/subscriptions")
+def list_subscriptions(caller: Caller = Depends(require("viewer")), store=Depends(get_store),
+                       settings=Depends(get_app_settings),
+                       context: LdContext = Depends(link_context),
+                       media: str = Depends(accept_json), limit: str | None = None,
+                       offset: str | None = None, count: str | None = None) -> Response:
+    """The tenant's subscriptions, one page (``limit``/``offset``); ``count=true`` adds
+    the ``NGSILD-Results-Count`` header."""
+    counting = bool_param(count, "count")
+    page, start = page_params(settings, limit, offset, counting)
+    found = subs.list_subscriptions(store, caller.tenant, page, start) if page else []
+    headers = {RESULTS_COUNT_HEADER: str(subs.count_subscriptions(store, caller.tenant))} \
+        if counting else None
+    return respond([render_subscription(s, context) for s in found], media, context,
+                   headers=headers)
+
+
+@router.get("/subscriptions/{subscription_id}")
+def retrieve_subscription(subscription_id: str, caller: Caller = Depends(require("viewer")),
+                          store=Depends(get_store),
+                          context: LdContext = Depends(link_context),
+                          media: str = Depends(accept_json)) -> Response:
+    """One subscription with its notification status; 404 when it does not exist."""
+    sub = subs.get_subscription(store, caller.tenant, subscription_id)
+    return respond(render_subscription(sub, context), media, context)
+
+
+@router.patch("/subscriptions/{subscription_id}", status_code=204)
+def update_subscription(subscription_id: str, caller: Caller = Depends(require("operator")),
+                        store=Depends(get_store), settings=Depends(get_app_settings),
+                        body: LdBody = Depends(read_body)) -> Response:
+    """Merge a fragment into a subscription (``isActive: false`` pauses it)."""
+    subs.update_subscription(store, caller.tenant, subscription_id, body.data, body.context,
+                             max_q_length=settings.max_q_length)
+    return Response(status_code=204)
+
+
+@router.delete("/subscriptions/{subscription_id}", status_code=204)
+def delete_subscription(subscription_id: str, caller: Caller = Depends(require("operator")),
+                        store=Depends(get_store)) -> Response:
+    """Delete a subscription; 404 when it does not exist."""
+    subs.delete_subscription(store, caller.tenant, subscription_id)
+    return Response(status_code=204)
