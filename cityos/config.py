@@ -20,6 +20,11 @@ class Settings(BaseSettings):
         ``postgresql://user@host:port/dbname`` for PostgreSQL + PostGIS.
     mqtt_url : str or None
         ``mqtt://host:port``; when empty, MQTT ingestion and MQTT notifications are off.
+    mqtt_client_id : str
+        Fixed client id of the ingester, so the broker keeps its session over restarts.
+    mqtt_allowed_tenants : list of str or None
+        Tenants devices may publish to (``cityos/<tenant>/...``); None allows any valid
+        tenant name. As an environment variable, a JSON list: ``'["acme", "north"]'``.
     bus_url : str
         ``memory://`` (in-process), ``redis://host:port/0`` or ``nats://host:port``.
     host, port : str, int
@@ -41,6 +46,7 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///cityos.db"
     mqtt_url: str | None = None
     mqtt_client_id: str = "cityos-ingest"
+    mqtt_allowed_tenants: list[str] | None = None
     bus_url: str = "memory://"
     host: str = "127.0.0.1"
     port: int = 8000
