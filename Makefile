@@ -1,0 +1,41 @@
+# CityOS: the only entry points a user needs.
+#   make demo    build the demo city and serve it (prints the URL and a dev API key)
+#   make test    the whole test suite against the real PostgreSQL, Mosquitto, Redis, NATS
+#   make bench   every benchmark in bench/ (one table each)
+#   make lint    ruff
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# reinstall only when the package metadata (or a front-end lock file) changes
+STAMP := $(VENV)/.cityos-installed
+FRONTEND := $(wildcard package.json package-lock.json)
+ENSURE_SERVICES := if [ -f scripts/ensure-services.sh ]; then bash scripts/ensure-services.sh; fi
+BENCH ?= $(sort $(wildcard bench/*.py))
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test bench lint
+
+venv: $(STAMP)
+
+# front-end hook: once a package.json exists (dashboard build, browser tests), npm ci runs
+$(STAMP): pyproject.toml $(FRONTEND)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[postgres,bus,test]'
+	if [ -f package.json ]; then npm ci; fi
+	touch $@
+
+demo: venv
+	$(BIN)/cityos demo
+
+test: venv
+	$(ENSURE_SERVICES)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: venv
+	$(ENSURE_SERVICES)
+	@set -e; for script in $(BENCH); do \
+		echo "== $$script"; $(BIN)/python $$script; done
+
+lint: venv
+	$(BIN)/ruff check cityos tests bench

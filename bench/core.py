@@ -1,0 +1,852 @@
+#!/usr/bin/env python
+"""Core benchmark: the context store, the NGSI-LD API and MQTT ingestion.
+
+Prints one Markdown table, per backend (SQLite and PostgreSQL + PostGIS):
+
+(a) raw backend ceiling: bulk insert rows/s straight into the ``entities`` table of
+    prepared JSON documents, no NGSI-LD logic (SQLite: ``executemany`` in one
+    transaction; PostgreSQL: ``COPY``, its fastest path) -- the baseline of (b), (c);
+(b) HTTP batch upsert observations/s through the real API (``cityos serve`` in a
+    subprocess, ``POST /ngsi-ld/v1/entityOperations/upsert?options=update``);
+(c) MQTT end to end observations/s, from the first QoS 1 publish to the real broker
+    until the last observation is in the store (the ``MqttIngester`` in a subprocess);
+(d) p50/p99 latency of a ``q`` + ``georel=near`` query among N entities, through the
+    store API and through HTTP; baseline: the backend's own bounding-box index query
+    for the same place, rows fetched and not decoded;
+(e) p50/p99 latency of a temporal query (one entity, one day of 1-minute data) with M
+    history rows in the table, store API and HTTP; baseline: the raw SQL range scan.
+
+Set-up data (the entities of (d) go through the store API; the history rows of (e) are
+bulk-loaded straight into the history table with ``executemany`` / ``COPY``, series by
+series) is not timed. Targets are those of the platform-core issue (section Speed),
+stated there for SQLite on the 2-core machine.
+
+Usage::
+
+    python bench/core.py                      # full sizes, both backends
+    python bench/core.py --quick              # a smoke run in seconds (SQLite)
+    python bench/core.py --backends postgresql --entities 20000 --history-rows 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import faulthandler
+import math
+import os
+import random
+import secrets
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import orjson  # noqa: E402
+
+from cityos.core.store import EntityQuery, TemporalQuery, open_store  # noqa: E402
+from cityos.core.tenancy import create_key  # noqa: E402
+from cityos.core.timefmt import format_datetime, to_micros  # noqa: E402
+
+CENTRE = (101.6958, 3.1466)  # lon, lat of the synthetic city
+SPREAD_DEG = 0.1  # entities of (d) lie within +-0.1 degrees (~22 km square)
+NEAR_M = 500
+HISTORY_START = datetime(2025, 1, 1, tzinfo=UTC)
+MINUTES_PER_SERIES = 10_000  # ~6.9 days of 1-minute data per entity in (e)
+DAY_MINUTES = 1440
+API = "/ngsi-ld/v1"
+
+FULL = {"observations": 20_000, "mqtt_observations": 20_000, "entities": 100_000,
+        "history_rows": 10_000_000, "queries": 300}
+QUICK = {"observations": 2_000, "mqtt_observations": 2_000, "entities": 2_000,
+         "history_rows": 20_000, "queries": 30}
+
+
+def log(message: str) -> None:
+    """Progress on stderr; stdout carries the table only."""
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------- results
+@dataclass
+class Row:
+    """One line of the table."""
+
+    backend: str
+    measure: str
+    via: str
+    figure: str
+    target: str = ""
+    baseline: str = ""
+    ratio: str = ""
+    met: str = ""
+
+
+def percentiles(samples_s: list[float]) -> tuple[float, float]:
+    """p50 and p99 in milliseconds (nearest rank)."""
+    ordered = sorted(samples_s)
+    pick = lambda p: ordered[min(len(ordered) - 1, max(0, math.ceil(p * len(ordered)) - 1))]  # noqa: E731
+    return pick(0.50) * 1000, pick(0.99) * 1000
+
+
+def timed(call: Callable[[], object], repeats: int, warmup: int = 5) -> list[float]:
+    """Wall-clock seconds of each of ``repeats`` calls, after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        call()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def yes_no(ok: bool) -> str:
+    return "yes" if ok else "NO"
+
+
+def markdown(rows: list[Row]) -> str:
+    head = ["backend", "measure", "via", "figure", "target (issue 2)", "baseline",
+            "ratio to baseline", "target met"]
+    cells = [head] + [[r.backend, r.measure, r.via, r.figure, r.target, r.baseline, r.ratio,
+                       r.met] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(head))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) + " |"
+             for line in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------- backends
+class Backend:
+    """A throwaway database and the raw SQL the baselines and the set-up need."""
+
+    name = "?"
+    url = ""
+
+    def raw_insert_entities(self, tenant: str, rows: list[tuple]) -> float:
+        """Insert ``(id, types_json, doc_json)`` rows in one transaction; seconds."""
+        raise NotImplementedError
+
+    def delete_tenant(self, tenant: str) -> None:
+        raise NotImplementedError
+
+    def raw_bbox(self, tenant: str, bbox: tuple[float, float, float, float]) -> int:
+        """Fetch (undecoded) the documents whose location box meets ``bbox``."""
+        raise NotImplementedError
+
+    def raw_history(self, tenant: str, entity_id: str, start_us: int, end_us: int) -> int:
+        raise NotImplementedError
+
+    def bulk_history(self, tenant: str, rows: Iterator[tuple]) -> None:
+        """Load ``(entity_id, attribute, dataset, observed_us, type, instance_json,
+        number)`` rows straight into the history table."""
+        raise NotImplementedError
+
+    def has_history(self, tenant: str, entity_id: str, attribute: str, observed_us: int) -> bool:
+        raise NotImplementedError
+
+    def count_history(self, tenant: str) -> int:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class SqliteBackend(Backend):
+    name = "SQLite"
+    raw_method = "SQL executemany"
+
+    def __init__(self, workdir: Path):
+        self.path = workdir / "bench.db"
+        self.url = f"sqlite:///{self.path}"
+        self._local = threading.local()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=60)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # as the store runs it
+            conn.execute("PRAGMA cache_size=-65536")
+            self._local.conn = conn
+        return conn
+
+    def raw_insert_entities(self, tenant, rows):
+        now = to_micros(datetime.now(UTC))
+        params = [(tenant, i, doc.encode(), now, now) for i, _, doc in rows]
+        start = time.perf_counter()
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.executemany("INSERT INTO entities (tenant, id, doc, created_us, modified_us) "
+                              "VALUES (?, ?, ?, ?, ?)", params)
+        self.conn.execute("COMMIT")
+        return time.perf_counter() - start
+
+    def delete_tenant(self, tenant):
+        self.conn.execute("DELETE FROM entities WHERE tenant = ?", (tenant,))
+
+    def raw_bbox(self, tenant, bbox):
+        return len(self.conn.execute(
+            "SELECT e.doc FROM entities e JOIN entity_geo g ON g.pk = e.pk "
+            "WHERE e.tenant = ? AND g.max_lon >= ? AND g.min_lon <= ? AND g.max_lat >= ? "
+            "AND g.min_lat <= ?", (tenant, bbox[0], bbox[2], bbox[1], bbox[3])).fetchall())
+
+    def raw_history(self, tenant, entity_id, start_us, end_us):
+        return len(self.conn.execute(
+            "SELECT observed_us, instance FROM history WHERE tenant = ? AND entity_id = ? "
+            "AND attribute = 'depth' AND dataset_id = '@none' AND observed_us >= ? "
+            "AND observed_us < ? ORDER BY observed_us",
+            (tenant, entity_id, start_us, end_us)).fetchall())
+
+    def bulk_history(self, tenant, rows):
+        conn = self.conn
+        conn.execute("PRAGMA synchronous=OFF")  # set-up only
+        series = set()
+        chunk: list[tuple] = []
+
+        def flush() -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("INSERT OR IGNORE INTO history (tenant, entity_id, attribute, "
+                             "dataset_id, observed_us, entity_type, instance, number) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", chunk)
+            conn.execute("COMMIT")
+            chunk.clear()
+
+        for entity_id, attribute, dataset, observed, etype, instance, number in rows:
+            series.add((tenant, entity_id, attribute, dataset))
+            chunk.append((tenant, entity_id, attribute, dataset, observed, etype,
+                          instance.encode(), number))
+            if len(chunk) >= 200_000:
+                flush()
+        if chunk:
+            flush()
+        conn.executemany("INSERT OR IGNORE INTO history_series VALUES (?, ?, ?, ?)", series)
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def has_history(self, tenant, entity_id, attribute, observed_us):
+        return self.conn.execute(
+            "SELECT 1 FROM history WHERE tenant = ? AND entity_id = ? AND attribute = ? "
+            "AND dataset_id = '@none' AND observed_us = ?",
+            (tenant, entity_id, attribute, observed_us)).fetchone() is not None
+
+    def count_history(self, tenant):
+        return self.conn.execute("SELECT count(*) FROM history WHERE tenant = ?",
+                                 (tenant,)).fetchone()[0]
+
+
+class PostgresBackend(Backend):
+    name = "PostgreSQL"
+    raw_method = "SQL COPY"
+
+    def __init__(self, admin_url: str):
+        import psycopg
+
+        self.admin_url = admin_url
+        self.database = f"cityos_bench_{secrets.token_hex(4)}"
+        self.url = admin_url.rsplit("/", 1)[0] + "/" + self.database
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f'CREATE DATABASE "{self.database}"')
+        self._local = threading.local()
+        self._all: list = []
+
+    @property
+    def conn(self):
+        import psycopg
+
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = psycopg.connect(self.url, autocommit=True)
+            self._all.append(conn)
+        return conn
+
+    def raw_insert_entities(self, tenant, rows):
+        # COPY, PostgreSQL's fastest bulk path (executemany is ~2x slower here)
+        now = to_micros(datetime.now(UTC))
+        params = [(tenant, i, orjson.loads(types), doc, now, now) for i, types, doc in rows]
+        start = time.perf_counter()
+        with self.conn.transaction(), self.conn.cursor() as cursor, cursor.copy(
+                "COPY entities (tenant, id, types, doc, created_us, modified_us) "
+                "FROM STDIN") as copy:
+            for row in params:
+                copy.write_row(row)
+        return time.perf_counter() - start
+
+    def delete_tenant(self, tenant):
+        self.conn.execute("DELETE FROM entities WHERE tenant = %s", (tenant,))
+
+    def raw_bbox(self, tenant, bbox):
+        return len(self.conn.execute(
+            "SELECT doc::text FROM entities WHERE tenant = %s "
+            "AND location && ST_MakeEnvelope(%s, %s, %s, %s, 4326)",
+            (tenant, *bbox)).fetchall())
+
+    def raw_history(self, tenant, entity_id, start_us, end_us):
+        return len(self.conn.execute(
+            "SELECT observed_us, instance::text FROM history WHERE tenant = %s "
+            "AND entity_id = %s AND attribute = 'depth' AND dataset_id = '@none' "
+            "AND observed_us >= %s AND observed_us < %s ORDER BY observed_us",
+            (tenant, entity_id, start_us, end_us)).fetchall())
+
+    def bulk_history(self, tenant, rows):
+        with self.conn.cursor() as cursor, cursor.copy(
+                "COPY history (tenant, entity_id, attribute, dataset_id, observed_us, "
+                "entity_type, instance, number) FROM STDIN") as copy:
+            for entity_id, attribute, dataset, observed, etype, instance, number in rows:
+                copy.write_row((tenant, entity_id, attribute, dataset, observed, etype,
+                                instance, number))
+        self.conn.execute("ANALYZE history")  # what autovacuum would do soon after
+
+    def has_history(self, tenant, entity_id, attribute, observed_us):
+        return self.conn.execute(
+            "SELECT 1 FROM history WHERE tenant = %s AND entity_id = %s AND attribute = %s "
+            "AND dataset_id = '@none' AND observed_us = %s",
+            (tenant, entity_id, attribute, observed_us)).fetchone() is not None
+
+    def count_history(self, tenant):
+        return self.conn.execute("SELECT count(*) FROM history WHERE tenant = %s",
+                                 (tenant,)).fetchone()[0]
+
+    def close(self):
+        import psycopg
+
+        for conn in self._all:
+            conn.close()
+        with psycopg.connect(self.admin_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = %s AND pid <> pg_backend_pid()", (self.database,))
+            admin.execute(f'DROP DATABASE IF EXISTS "{self.database}"')
+
+
+# ---------------------------------------------------------------- processes
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def cityos_server(database_url: str, token: str, workdir: Path) -> Iterator[str]:
+    """``cityos serve`` in a subprocess (MQTT off); yields its base URL once it answers."""
+    port = free_port()
+    log_path = workdir / f"server-{port}.log"
+    env = {**os.environ, "CITYOS_MQTT_URL": ""}
+    with open(log_path, "wb") as server_log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cityos.cli", "serve", "--database-url", database_url,
+             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+            cwd=ROOT, env=env, stdout=server_log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"cityos serve exited: {log_path.read_text()[-2000:]}")
+            try:
+                answer = httpx.get(f"{base}{API}/types", timeout=2,
+                                   headers={"Authorization": f"Bearer {token}"})
+                if answer.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cityos serve did not answer: {log_path.read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def run_ingester(database_url: str, mqtt_url: str, client_id: str) -> None:
+    """Child-process mode: run an MqttIngester until stdin closes."""
+    from cityos.config import Settings
+    from cityos.core.ingest.mqtt import MqttIngester
+
+    store = open_store(database_url)
+    settings = Settings(database_url=database_url, mqtt_url=mqtt_url, mqtt_client_id=client_id)
+    # a session that ends with the benchmark: no messages are queued for it afterwards
+    ingester = MqttIngester(store, settings, session_expiry_s=0)
+    ingester.start()
+    if not ingester.wait_until_subscribed(30):
+        print("not subscribed", flush=True)
+        sys.exit(1)
+    print("subscribed", flush=True)
+    sys.stdin.read()
+    ingester.stop()
+    store.close()
+    print(orjson.dumps(ingester.stats.as_dict()).decode(), flush=True)
+
+
+@contextlib.contextmanager
+def ingester_process(database_url: str, mqtt_url: str) -> Iterator[None]:
+    client_id = f"cityos-bench-{os.getpid()}-{secrets.token_hex(3)}"
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--run-ingester", database_url, mqtt_url, client_id],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline().strip()
+        if line != "subscribed":
+            raise RuntimeError(f"MQTT ingester did not subscribe ({line or 'no answer'})")
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            process.stdin.close()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def broker_reachable(url: str) -> bool:
+    from cityos.cli import mqtt_broker_reachable
+
+    return mqtt_broker_reachable(url)
+
+
+# ------------------------------------------------------------------ workloads
+def observation(sensor: int, minute: int, prefix: str) -> dict:
+    """One water-depth observation of sensor ``sensor`` at ``minute`` (normalised)."""
+    return {"id": f"urn:ngsi-ld:WaterObserved:{prefix}-{sensor:06d}", "type": "WaterObserved",
+            "depth": {"type": "Property", "value": round(10 + (sensor * 7 + minute) % 90, 1),
+                      "unitCode": "CMT",
+                      "observedAt": format_datetime(HISTORY_START + timedelta(minutes=minute))}}
+
+
+def observation_batches(count: int, batch: int, prefix: str) -> list[list[dict]]:
+    """``count`` observations of ``max(batch, count // 10)`` sensors, ``batch`` a request;
+    a sensor appears once per request, with a later observedAt each round."""
+    sensors = max(batch, count // 10)
+    items = [observation(n % sensors, n // sensors, prefix) for n in range(count)]
+    return [items[i:i + batch] for i in range(0, count, batch)]
+
+
+def bench_raw_insert(backend: Backend, count: int) -> float:
+    rows = []
+    for n in range(count):
+        entity = observation(n, 0, "raw")
+        rows.append((entity["id"], '["WaterObserved"]', orjson.dumps(entity).decode()))
+    seconds = backend.raw_insert_entities("bench-raw", rows)
+    backend.delete_tenant("bench-raw")
+    return count / seconds
+
+
+def bench_http_upsert(base: str, token: str, count: int, batch: int,
+                      clients: int) -> tuple[float, list[str]]:
+    """Observations/s of batch upserts by ``clients`` concurrent HTTP clients."""
+    bodies = [orjson.dumps(b) for b in observation_batches(count, batch, "http")]
+    problems: list[str] = []
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json",
+               "NGSILD-Tenant": "bench-http"}
+    url = f"{base}{API}/entityOperations/upsert?options=update"
+    # the first round creates the sensors: do it before timing, as a city's would be
+    sensors = max(batch, count // 10)
+    first_round = bodies[:sensors // batch]
+    with httpx.Client(timeout=120) as client:
+        for body in first_round:
+            client.post(url, content=body, headers=headers).raise_for_status()
+    timed_bodies = bodies[len(first_round):]
+
+    def worker(share: list[bytes]) -> None:
+        with httpx.Client(timeout=120) as client:
+            for body in share:
+                answer = client.post(url, content=body, headers=headers)
+                if answer.status_code not in (200, 201, 204):
+                    problems.append(f"HTTP {answer.status_code}: {answer.text[:300]}")
+
+    threads = [threading.Thread(target=worker, args=(timed_bodies[i::clients],))
+               for i in range(clients)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - start
+    observations = sum(len(orjson.loads(b)) for b in timed_bodies)
+    return observations / seconds, problems
+
+
+def bench_mqtt(backend: Backend, mqtt_url: str, count: int) -> tuple[float, list[str]]:
+    """Observations/s from the first publish until the last one is stored."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from cityos.core.ingest.mqtt import broker_address
+
+    tenant = "bench-mqtt"
+    sensors = max(100, count // 10)
+    messages = []
+    for n in range(count):
+        sensor, minute = n % sensors, n // sensors
+        payload = orjson.dumps({"depth": round(10 + (sensor * 7 + minute) % 90, 1),
+                                "observedAt": format_datetime(
+                                    HISTORY_START + timedelta(minutes=minute))})
+        messages.append((f"cityos/{tenant}/WaterObserved/mqtt-{sensor:06d}", payload))
+    last_sensor, last_minute = (count - 1) % sensors, (count - 1) // sensors
+    last_id = f"urn:ngsi-ld:WaterObserved:mqtt-{last_sensor:06d}"
+    last_us = to_micros(HISTORY_START + timedelta(minutes=last_minute))
+
+    host, port, _, _, _ = broker_address(mqtt_url)
+    publisher = mqtt.Client(CallbackAPIVersion.VERSION2,
+                            client_id=f"cityos-bench-pub-{secrets.token_hex(3)}")
+    publisher.max_inflight_messages_set(1000)
+    publisher.max_queued_messages_set(0)
+    publisher.connect(host, port)
+    publisher.loop_start()
+    problems: list[str] = []
+    try:
+        start = time.perf_counter()
+        infos = [publisher.publish(topic, payload, qos=1) for topic, payload in messages]
+        deadline = time.monotonic() + 60 + count / 500
+        while not backend.has_history(tenant, last_id, "depth", last_us):
+            if time.monotonic() > deadline:
+                problems.append("timed out waiting for the last observation")
+                break
+            time.sleep(0.005)
+        seconds = time.perf_counter() - start
+        for info in infos[-10:]:
+            info.wait_for_publish(10)
+    finally:
+        publisher.loop_stop()
+        publisher.disconnect()
+    stored = backend.count_history(tenant)
+    if stored != count:
+        problems.append(f"{stored} of {count} observations in the history")
+    return count / seconds, problems
+
+
+def load_geo_entities(store, count: int, seed: int = 7) -> float:
+    """Set-up of (d): ``count`` sensors with location, depth and status; seconds."""
+    rng = random.Random(seed)
+    start = time.perf_counter()
+    for first in range(0, count, 5000):
+        batch = []
+        for n in range(first, min(count, first + 5000)):
+            lon = CENTRE[0] + rng.uniform(-SPREAD_DEG, SPREAD_DEG)
+            lat = CENTRE[1] + rng.uniform(-SPREAD_DEG, SPREAD_DEG)
+            batch.append({
+                "id": f"urn:ngsi-ld:WaterObserved:geo-{n:07d}", "type": "WaterObserved",
+                "location": {"type": "GeoProperty", "value": {
+                    "type": "Point", "coordinates": [round(lon, 6), round(lat, 6)]}},
+                "depth": {"type": "Property", "value": round(rng.uniform(0, 100), 1)},
+                "status": {"type": "Property", "value": rng.choice(["ok", "alert"])},
+            })
+        result = store.create_entities("bench-geo", batch)
+        if result.errors:
+            raise RuntimeError(f"loading entities: {result.errors[0]}")
+    return time.perf_counter() - start
+
+
+def near_box(lon: float, lat: float, metres: float) -> tuple[float, float, float, float]:
+    dlat = metres / 111_320.0
+    dlon = metres / (111_320.0 * math.cos(math.radians(lat)))
+    return lon - dlon, lat - dlat, lon + dlon, lat + dlat
+
+
+def bench_geo(store, backend: Backend, base: str | None, token: str,
+              queries: int) -> dict[str, tuple[float, float]]:
+    """p50/p99 (ms) of ``q`` + near through the store, HTTP and raw SQL."""
+    from cityos.core.geo import parse_geo_query
+
+    rng = random.Random(11)
+    points = [(CENTRE[0] + rng.uniform(-0.08, 0.08), CENTRE[1] + rng.uniform(-0.08, 0.08))
+              for _ in range(queries + 10)]
+    q = "depth>50"
+    cursor = {"store": 0, "http": 0, "raw": 0}
+
+    def next_point(kind: str) -> tuple[float, float]:
+        cursor[kind] += 1
+        return points[cursor[kind] % len(points)]
+
+    def via_store() -> None:
+        lon, lat = next_point("store")
+        geo = parse_geo_query(georel=f"near;maxDistance=={NEAR_M}", geometry="Point",
+                              coordinates=f"[{lon},{lat}]")
+        store.query_entities("bench-geo", EntityQuery(types=["WaterObserved"], q=q, geo=geo,
+                                                      limit=100))
+
+    out = {"store": percentiles(timed(via_store, queries)),
+           "raw": percentiles(timed(lambda: backend.raw_bbox(
+               "bench-geo", near_box(*next_point("raw"), NEAR_M)), queries))}
+    if base is not None:
+        with httpx.Client(base_url=base, timeout=60, headers={
+                "Authorization": f"Bearer {token}", "NGSILD-Tenant": "bench-geo"}) as client:
+            def via_http() -> None:
+                lon, lat = next_point("http")
+                answer = client.get(f"{API}/entities", params={
+                    "type": "WaterObserved", "q": q, "georel": f"near;maxDistance=={NEAR_M}",
+                    "geometry": "Point", "coordinates": f"[{lon},{lat}]", "limit": 100})
+                answer.raise_for_status()
+            out["http"] = percentiles(timed(via_http, queries))
+    return out
+
+
+def check_geo_answer(store, count: int) -> str:
+    """Cross-check one query against brute force, so a fast wrong answer is caught."""
+    from cityos.core.geo import parse_geo_query
+
+    lon, lat = CENTRE
+    geo = parse_geo_query(georel=f"near;maxDistance=={NEAR_M}", geometry="Point",
+                          coordinates=f"[{lon},{lat}]")
+    found = {r.id for r in store.query_entities("bench-geo", EntityQuery(
+        types=["WaterObserved"], q="depth>50", geo=geo, limit=1000)).entities}
+    expected = set()
+    for record in store.scan("bench-geo"):
+        x, y = record.entity["location"]["value"]["coordinates"]
+        dx = math.radians(x - lon) * math.cos(math.radians(lat)) * 6_371_008.8
+        dy = math.radians(y - lat) * 6_371_008.8
+        if record.entity["depth"]["value"] > 50 and math.hypot(dx, dy) <= NEAR_M * 0.995:
+            expected.add(record.id)
+    missing = expected - found
+    return "" if not missing else f"{len(missing)} of {len(expected)} expected matches missing"
+
+
+def history_rows(series: int, minutes: int) -> Iterator[tuple]:
+    """1-minute depth readings, series after series (the table's key order)."""
+    base_us = to_micros(HISTORY_START)
+    stamps = [format_datetime(HISTORY_START + timedelta(minutes=m)) for m in range(minutes)]
+    for s in range(series):
+        entity_id = f"urn:ngsi-ld:WaterObserved:hist-{s:05d}"
+        for m in range(minutes):
+            value = (s * 13 + m * 7) % 1000 / 10
+            yield (entity_id, "depth", "@none", base_us + m * 60_000_000, "WaterObserved",
+                   f'{{"type":"Property","value":{value},"unitCode":"CMT",'
+                   f'"observedAt":"{stamps[m]}"}}', value)
+
+
+def load_history(store, backend: Backend, total_rows: int) -> tuple[int, int, float]:
+    """Set-up of (e): entities + ``total_rows`` history rows; (series, minutes, seconds)."""
+    minutes = min(MINUTES_PER_SERIES, max(DAY_MINUTES * 2, total_rows))
+    series = max(1, total_rows // minutes)
+    start = time.perf_counter()
+    entities = [{"id": f"urn:ngsi-ld:WaterObserved:hist-{s:05d}", "type": "WaterObserved",
+                 "name": {"type": "Property", "value": f"gauge {s}"}} for s in range(series)]
+    for first in range(0, series, 5000):
+        result = store.create_entities("bench-hist", entities[first:first + 5000])
+        if result.errors:
+            raise RuntimeError(f"loading history entities: {result.errors[0]}")
+    backend.bulk_history("bench-hist", history_rows(series, minutes))
+    return series, minutes, time.perf_counter() - start
+
+
+def bench_temporal(store, backend: Backend, base: str | None, token: str, series: int,
+                   minutes: int, queries: int) -> tuple[dict[str, tuple[float, float]], str]:
+    rng = random.Random(5)
+    days = minutes // DAY_MINUTES
+    picks = [(rng.randrange(series), rng.randrange(days)) for _ in range(queries + 10)]
+    cursor = {"store": 0, "http": 0, "raw": 0}
+    problems: list[str] = []
+
+    def window(kind: str) -> tuple[str, datetime, datetime]:
+        cursor[kind] += 1
+        s, day = picks[cursor[kind] % len(picks)]
+        start = HISTORY_START + timedelta(days=day)
+        return f"urn:ngsi-ld:WaterObserved:hist-{s:05d}", start, start + timedelta(days=1)
+
+    def via_store() -> None:
+        entity_id, start, end = window("store")
+        found = store.temporal_query("bench-hist", TemporalQuery(
+            entity=EntityQuery(ids=[entity_id], limit=1), attrs=["depth"], timerel="between",
+            time_at=start, end_time_at=end))
+        if len(found[0]["depth"]) != DAY_MINUTES and not problems:
+            problems.append(f"store returned {len(found[0]['depth'])} instances, not 1440")
+
+    def via_raw() -> None:
+        entity_id, start, end = window("raw")
+        backend.raw_history("bench-hist", entity_id, to_micros(start), to_micros(end))
+
+    out = {"store": percentiles(timed(via_store, queries)),
+           "raw": percentiles(timed(via_raw, queries))}
+    if base is not None:
+        with httpx.Client(base_url=base, timeout=60, headers={
+                "Authorization": f"Bearer {token}", "NGSILD-Tenant": "bench-hist"}) as client:
+            def via_http() -> None:
+                entity_id, start, end = window("http")
+                answer = client.get(f"{API}/temporal/entities/{entity_id}", params={
+                    "attrs": "depth", "timerel": "between", "timeAt": format_datetime(start),
+                    "endTimeAt": format_datetime(end)})
+                answer.raise_for_status()
+                got = len(answer.json().get("depth", []))
+                if got != DAY_MINUTES and not problems:
+                    problems.append(f"HTTP returned {got} instances, not 1440 "
+                                    f"(Content-Range: {answer.headers.get('content-range')})")
+            out["http"] = percentiles(timed(via_http, queries))
+    return out, "; ".join(problems)
+
+
+# --------------------------------------------------------------------- driver
+def run_backend(backend: Backend, sizes: dict, args, notes: list[str]) -> list[Row]:
+    name = backend.name
+    rows: list[Row] = []
+    store = open_store(backend.url)
+    token, _ = create_key(store, "*", "admin", name="bench")
+    workdir = Path(args.workdir)
+
+    log(f"{name}: (a) raw insert of {sizes['observations']:,} rows")
+    raw = bench_raw_insert(backend, sizes["observations"])
+    rows.append(Row(name, "(a) bulk insert, entities table", backend.raw_method,
+                    f"{raw:,.0f} rows/s", "-", "-", "1.00 (baseline)", "-"))
+
+    with contextlib.ExitStack() as stack:
+        base = None
+        try:
+            base = stack.enter_context(cityos_server(backend.url, token, workdir))
+        except Exception as error:  # noqa: BLE001 (reported in the table)
+            notes.append(f"{name}: the HTTP rows are missing: {error}")
+            log(f"{name}: no server: {error}")
+
+        if base is not None:
+            log(f"{name}: (b) HTTP batch upsert of {sizes['observations']:,} observations")
+            per_s, problems = bench_http_upsert(base, token, sizes["observations"], args.batch,
+                                                args.http_clients)
+            rows.append(Row(name, f"(b) batch upsert, {args.batch}/request", "HTTP",
+                            f"{per_s:,.0f} obs/s", ">= 30% of (a)", f"(a) {raw:,.0f} rows/s",
+                            f"{per_s / raw:.0%}", yes_no(per_s >= 0.3 * raw and not problems)))
+            notes += [f"{name} (b): {p}" for p in problems[:3]]
+        else:
+            rows.append(Row(name, "(b) batch upsert", "HTTP", "n/a", ">= 30% of (a)"))
+
+        mqtt_count = sizes["mqtt_observations"]
+        if args.skip_mqtt or not broker_reachable(args.mqtt_url):
+            rows.append(Row(name, "(c) MQTT publish -> stored", "MQTT QoS 1", "n/a",
+                            ">= 10,000 obs/s"))
+            notes.append(f"{name} (c): skipped: " + ("--skip-mqtt" if args.skip_mqtt else
+                                                     f"no broker at {args.mqtt_url}"))
+        else:
+            log(f"{name}: (c) MQTT end to end, {mqtt_count:,} observations")
+            with ingester_process(backend.url, args.mqtt_url):
+                per_s, problems = bench_mqtt(backend, args.mqtt_url, mqtt_count)
+            rows.append(Row(name, "(c) MQTT publish -> stored", "MQTT QoS 1",
+                            f"{per_s:,.0f} obs/s", ">= 10,000 obs/s", f"(a) {raw:,.0f} rows/s",
+                            f"{per_s / raw:.0%}", yes_no(per_s >= 10_000 and not problems)))
+            notes += [f"{name} (c): {p}" for p in problems]
+
+        entities = sizes["entities"]
+        log(f"{name}: (d) loading {entities:,} entities through the store API")
+        load_s = load_geo_entities(store, entities)
+        notes.append(f"{name} (d) set-up: {entities:,} entities via store.create_entities "
+                     f"in {load_s:.1f} s ({entities / load_s:,.0f}/s)")
+        wrong = check_geo_answer(store, entities)
+        if wrong:
+            notes.append(f"{name} (d): WRONG ANSWER: {wrong}")
+        latencies = bench_geo(store, backend, base, token, sizes["queries"])
+        raw_p50, raw_p99 = latencies["raw"]
+        for via in ("store", "http"):
+            if via not in latencies:
+                continue
+            p50, p99 = latencies[via]
+            rows.append(Row(
+                name, f"(d) q + near {NEAR_M} m, {entities:,} entities, p50 / p99",
+                "store API" if via == "store" else "HTTP", f"{p50:.1f} / {p99:.1f} ms",
+                "p99 < 20 ms", f"SQL bbox p99 {raw_p99:.2f} ms", f"{p99 / raw_p99:.1f}x",
+                yes_no(p99 < 20 and not wrong)))
+
+        total = sizes["history_rows"]
+        log(f"{name}: (e) bulk-loading {total:,} history rows")
+        series, minutes, load_s = load_history(store, backend, total)
+        loaded = series * minutes
+        notes.append(f"{name} (e) set-up: {loaded:,} history rows ({series:,} entities x "
+                     f"{minutes:,} minutes) bulk-loaded with "
+                     f"{'COPY' if isinstance(backend, PostgresBackend) else 'executemany'} "
+                     f"in {load_s:.0f} s")
+        latencies, problems = bench_temporal(store, backend, base, token, series, minutes,
+                                             sizes["queries"])
+        if problems:
+            notes.append(f"{name} (e): {problems}")
+        raw_p50, raw_p99 = latencies["raw"]
+        for via in ("store", "http"):
+            if via not in latencies:
+                continue
+            p50, p99 = latencies[via]
+            rows.append(Row(
+                name, f"(e) temporal, 1 day of 1-min data, {loaded:,} rows, p50 / p99",
+                "store API" if via == "store" else "HTTP", f"{p50:.1f} / {p99:.1f} ms",
+                "p99 < 50 ms", f"SQL range p99 {raw_p99:.2f} ms", f"{p99 / raw_p99:.1f}x",
+                yes_no(p99 < 50 and not problems)))
+    store.close()
+    return rows
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes and SQLite only (unless --backends): a smoke run")
+    parser.add_argument("--backends", default=None,
+                        help="comma-separated: sqlite,postgresql (default: both)")
+    parser.add_argument("--observations", type=int, help="observations for (a), (b)")
+    parser.add_argument("--mqtt-observations", type=int, help="observations for (c)")
+    parser.add_argument("--entities", type=int, help="entities for (d)")
+    parser.add_argument("--history-rows", type=int, help="history rows for (e)")
+    parser.add_argument("--queries", type=int, help="timed queries per latency figure")
+    parser.add_argument("--batch", type=int, default=500, help="entities per HTTP upsert")
+    parser.add_argument("--http-clients", type=int, default=2,
+                        help="concurrent HTTP clients in (b)")
+    parser.add_argument("--mqtt-url", default="mqtt://127.0.0.1:1883")
+    parser.add_argument("--skip-mqtt", action="store_true")
+    parser.add_argument("--postgres-admin-url",
+                        default="postgresql://postgres@127.0.0.1:5432/postgres",
+                        help="server where a throwaway database is created and dropped")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="give up (with a stack dump) after this many seconds "
+                             "(default: 300 with --quick, 7200 otherwise)")
+    parser.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--run-ingester", nargs=3, metavar=("DB", "MQTT", "CLIENT_ID"),
+                        help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.run_ingester:
+        run_ingester(*args.run_ingester)
+        return 0
+    # a hung service must not hang `make bench` for ever: dump the stacks and leave
+    faulthandler.dump_traceback_later(args.timeout or (300 if args.quick else 7200), exit=True)
+    sizes = dict(QUICK if args.quick else FULL)
+    for key in sizes:
+        if getattr(args, key) is not None:
+            sizes[key] = getattr(args, key)
+    backends = (args.backends or ("sqlite" if args.quick else "sqlite,postgresql")).split(",")
+    rows: list[Row] = []
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="cityos-bench-") as workdir:
+        args.workdir = workdir
+        for kind in backends:
+            kind = kind.strip().lower()
+            if kind == "sqlite":
+                backend: Backend = SqliteBackend(Path(workdir))
+            elif kind in ("postgresql", "postgres"):
+                backend = PostgresBackend(args.postgres_admin_url)
+            else:
+                raise SystemExit(f"--backends: {kind!r} is not sqlite or postgresql")
+            try:
+                rows += run_backend(backend, sizes, args, notes)
+            finally:
+                backend.close()
+    print(f"CityOS core benchmark ({'quick' if args.quick else 'full'} sizes; "
+          f"{os.cpu_count()} CPUs; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC)\n")
+    print(markdown(rows))
+    if notes:
+        print()
+        for note in notes:
+            print(f"- {note}")
+    return 1 if any("WRONG" in n or "timed out" in n for n in notes) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

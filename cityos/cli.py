@@ -1,0 +1,545 @@
+"""The ``cityos`` command: serve, demo, import, keys, version; apps add their own groups.
+
+Every :class:`~cityos.config.Settings` field is also an option of ``cityos serve``
+(``--database-url`` for ``CITYOS_DATABASE_URL`` and so on); an option given on the
+command line wins over the environment, which wins over the built-in default.
+An app registers its commands by exposing a Typer object ``app`` in
+``cityos/apps/<name>/cli.py``; it appears as ``cityos <name> ...``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import json
+import pkgutil
+import socket
+import types
+import typing
+from pathlib import Path
+from urllib.parse import urlparse
+
+import typer
+
+from cityos import __version__
+from cityos.config import Settings
+from cityos.core.errors import NgsiLdError
+
+app = typer.Typer(name="cityos", no_args_is_help=True, add_completion=False,
+                  help="CityOS: an open smart-city operations platform.")
+keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.")
+app.add_typer(keys_app, name="keys")
+
+DEMO_DATABASE_URL = "sqlite:///var/demo.db"
+DEMO_TENANT = "default"
+DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883"
+IMPORT_BATCH = 1000
+
+
+# ------------------------------------------------------------- settings options
+def _option_type(annotation) -> type:
+    """The plain type of a Settings field (``str | None`` -> ``str``)."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return next(a for a in typing.get_args(annotation) if a is not type(None))
+    return annotation
+
+
+def _settings_parameter(name: str) -> inspect.Parameter:
+    field = Settings.model_fields[name]
+    kind = _option_type(field.annotation)
+    flag = "--" + name.replace("_", "-")
+    declaration = f"{flag}/--no-{flag[2:]}" if kind is bool else flag
+    option = typer.Option(None, declaration, show_default=False, rich_help_panel="Settings",
+                          help=f"Env CITYOS_{name.upper()}; default {field.default!r}.")
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                             annotation=kind | None)
+
+
+def settings_options(*names: str):
+    """Decorator: add Settings fields as command options and pass ``settings``.
+
+    Parameters
+    ----------
+    *names : str
+        The Settings fields to expose; all of them when none are named.
+
+    The decorated command takes a ``settings`` argument: the Settings read from the
+    environment with the options that were given on the command line on top.
+    """
+    def decorate(func):
+        fields = names or tuple(Settings.model_fields)
+        signature = inspect.signature(func)
+        own = [p for p in signature.parameters.values() if p.name != "settings"]
+
+        @functools.wraps(func)
+        def command(**kwargs):
+            given = {n: kwargs.pop(n) for n in fields if n in kwargs}
+            settings = Settings(**{n: v for n, v in given.items() if v is not None})
+            return func(settings=settings, **kwargs)
+
+        command.__signature__ = signature.replace(
+            parameters=own + [_settings_parameter(n) for n in fields])
+        return command
+    return decorate
+
+
+def _open_store(settings: Settings):
+    from cityos.core.store import open_store
+
+    try:
+        return open_store(settings.database_url)
+    except (ValueError, ImportError) as error:
+        _fail(f"cannot open the store at {settings.database_url}: {error}")
+
+
+def _fail(message: str, code: int = 1) -> typing.NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+# ------------------------------------------------------------------------ serve
+def mqtt_broker_reachable(url: str, timeout_s: float = 0.5) -> bool:
+    """True when something accepts TCP connections at the broker ``url``."""
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 1883),
+                                      timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def run_server(settings: Settings, store=None, log_level: str = "info") -> None:
+    """Serve the API (and, when ``settings.mqtt_url`` is set, MQTT ingestion) until
+    interrupted."""
+    import uvicorn
+
+    from cityos.server import create_app
+
+    application = create_app(settings, store=store)
+    uvicorn.run(application, host=settings.host, port=settings.port, log_level=log_level)
+
+
+@app.command()
+@settings_options()
+def serve(settings: Settings,
+          log_level: str = typer.Option("info", help="uvicorn log level.")) -> None:
+    """Run the CityOS server: NGSI-LD API, dashboard, MQTT ingestion."""
+    run_server(settings, log_level=log_level)
+
+
+# ------------------------------------------------------------------------- demo
+def demo_key_path(database_url: str) -> Path:
+    """Where the demo's dev API key is kept: next to a SQLite file, else ``var/``."""
+    if database_url.startswith("sqlite:"):
+        path = database_url.removeprefix("sqlite:///").removeprefix("sqlite://")
+        if path not in ("", ":memory:"):
+            return Path(path).resolve().parent / "demo-key.txt"
+    return Path("var") / "demo-key.txt"
+
+
+def demo_api_key(store, key_file: Path, tenant: str = DEMO_TENANT) -> str:
+    """The demo's admin key for ``tenant``: the one in ``key_file`` while it still
+    works, else a new one (written to ``key_file``, readable by its owner only)."""
+    from cityos.core.tenancy import authenticate, create_key
+
+    if key_file.exists():
+        token = key_file.read_text().strip()
+        key = authenticate(store, token)
+        if key is not None and key.role == "admin" and key.tenant in (tenant, "*"):
+            return token
+    token, _ = create_key(store, tenant, "admin", name="cityos demo (dev key)")
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(token + "\n")
+    key_file.chmod(0o600)
+    return token
+
+
+def demo_banner(base_url: str, token: str, tenant: str = DEMO_TENANT) -> str:
+    """What ``cityos demo`` prints: where to look and a curl line to paste."""
+    return "\n".join([
+        "",
+        "CityOS demo city is ready.",
+        f"  Dashboard : {base_url}/",
+        f"  API key   : {token}   (admin, tenant {tenant})",
+        "  Try       :",
+        f"    curl -H 'Authorization: Bearer {token}' \\",
+        f"      '{base_url}/ngsi-ld/v1/entities?type=WaterObserved&options=keyValues'",
+        "",
+    ])
+
+
+@app.command()
+@settings_options("database_url", "host", "port", "mqtt_url")
+def demo(settings: Settings,
+         no_serve: bool = typer.Option(False, "--no-serve",
+                                       help="Build the demo city and exit."),
+         at: str = typer.Option(None, help="End of the sample history (ISO 8601); "
+                                           "default: the current hour. Fixes the data."),
+         ) -> None:
+    """Build the demo city (deterministic, idempotent) and serve it with a dev key.
+
+    The database defaults to var/demo.db unless CITYOS_DATABASE_URL or
+    --database-url says otherwise.
+    """
+    from cityos import demo as demo_city
+    from cityos.core.timefmt import now_utc, parse_datetime
+
+    if "database_url" not in settings.model_fields_set:
+        settings = settings.model_copy(update={"database_url": DEMO_DATABASE_URL})
+    anchor = parse_datetime(at, "--at") if at else demo_city.demo_anchor(now_utc())
+    store = _open_store(settings)
+    try:
+        written = demo_city.build_demo_city(store, DEMO_TENANT, anchor)
+        token = demo_api_key(store, demo_key_path(settings.database_url))
+    except NgsiLdError as error:
+        store.close()
+        _fail(f"building the demo city: {error.detail}")
+    total = sum(written.values())
+    typer.echo(f"Demo city: {total} entities in tenant {DEMO_TENANT!r} of "
+               f"{settings.database_url}")
+    base_url = f"http://{settings.host}:{settings.port}"
+    if no_serve:
+        store.close()
+        typer.echo(demo_banner(base_url, token).replace("is ready", "is built (not served)"))
+        return
+    mqtt_url = settings.mqtt_url or DEFAULT_MQTT_URL
+    if mqtt_broker_reachable(mqtt_url):
+        typer.echo(f"MQTT ingestion on {mqtt_url} (topics cityos/<tenant>/<type>/<id>)")
+        settings = settings.model_copy(update={"mqtt_url": mqtt_url})
+    else:
+        typer.echo(f"No MQTT broker at {mqtt_url}: running without MQTT ingestion")
+        settings = settings.model_copy(update={"mqtt_url": None})
+    typer.echo(demo_banner(base_url, token))
+    context = demo_city.DemoContext(base_url, token, DEMO_TENANT, settings.mqtt_url, store)
+    demo_city.start_simulators(context)
+    try:
+        run_server(settings, store=store)
+    finally:
+        context.stop.set()
+        store.close()
+
+
+# ----------------------------------------------------------------------- import
+class ImportProblem(Exception):
+    """One entity of an import file is wrong; the message names what."""
+
+
+def read_import_file(path: Path) -> typing.Any:
+    """Parse the JSON of ``path``; ImportProblem with the line when it is not JSON."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ImportProblem(f"cannot read it: {error}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ImportProblem(f"line {error.lineno}: not valid JSON: {error.msg}") from None
+
+
+def detect_format(document: typing.Any) -> str:
+    """``geojson`` for a Feature or FeatureCollection, else ``ngsi-ld``."""
+    if isinstance(document, dict) and document.get("type") in ("FeatureCollection", "Feature"):
+        return "geojson"
+    return "ngsi-ld"
+
+
+def ngsi_ld_bodies(document: typing.Any) -> list:
+    """The entities of an NGSI-LD JSON / JSON-LD document: one, an array, or
+    a JSON-LD ``@graph`` (whose top-level ``@context`` applies to each entity)."""
+    if isinstance(document, dict) and "@graph" in document:
+        document = document["@graph"]
+    if isinstance(document, dict):
+        return [document]
+    if isinstance(document, list):
+        return document
+    raise ImportProblem("expected an entity (JSON object) or an array of entities")
+
+
+def canonical_body(body: typing.Any, context: typing.Any = None) -> typing.Any:
+    """Drop ``@context`` and rename the entity's names to the stored (canonical) names
+    with :mod:`cityos.core.ngsi_ld.context`: its own ``@context``, else ``context``
+    (a JSON-LD document's top-level one), else the core context; never fetched."""
+    if not isinstance(body, dict):
+        return body
+    from cityos.core.ngsi_ld.context import canonical_entity, resolve_context
+
+    own = body.get("@context")
+    if own is not None and context is not None:  # JSON-LD: an inner context extends
+        own = [*_as_list(context), *_as_list(own)]
+    return canonical_entity(body, resolve_context(own if own is not None else context))
+
+
+def _as_list(value: typing.Any) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def feature_to_entity(feature: typing.Any, entity_type: str | None) -> dict:
+    """One GeoJSON Feature as an NGSI-LD entity.
+
+    The id is ``feature.id`` or ``properties.id`` (a value that is not a URI becomes
+    ``urn:ngsi-ld:<type>:<value>``), the type ``entity_type`` or ``properties.type``,
+    the geometry the ``location`` GeoProperty and every other non-null property a
+    Property (a property that already is an NGSI-LD attribute is kept as it is).
+    """
+    from cityos.core.entities import is_uri, key_value_to_attribute
+
+    if not isinstance(feature, dict) or feature.get("type") != "Feature":
+        raise ImportProblem("not a GeoJSON Feature (type must be 'Feature')")
+    properties = feature.get("properties") or {}
+    if not isinstance(properties, dict):
+        raise ImportProblem("properties: must be a JSON object")
+    kind = entity_type or properties.get("type")
+    if not kind:
+        raise ImportProblem("no entity type: give --type or a 'type' property")
+    local_id = feature.get("id", properties.get("id"))
+    if local_id is None or local_id == "":
+        raise ImportProblem("no id: the feature needs an 'id' or an 'id' property")
+    entity_id = local_id if is_uri(local_id) else f"urn:ngsi-ld:{kind}:{local_id}"
+    entity: dict = {"id": entity_id, "type": kind}
+    for name, value in properties.items():
+        if name in ("id", "type") or value is None:
+            continue
+        entity[name] = key_value_to_attribute(name, value)
+    if feature.get("geometry") is not None:
+        entity["location"] = {"type": "GeoProperty", "value": feature["geometry"]}
+    return entity
+
+
+def entities_from_document(document: typing.Any, file_format: str,
+                           entity_type: str | None, key_values: bool) -> list[tuple[int, typing.Any]]:
+    """``(number, raw entity or ImportProblem)`` for each entity in the file, 1-based."""
+    if file_format == "auto":
+        file_format = detect_format(document)
+    found: list[tuple[int, typing.Any]] = []
+    if file_format == "geojson":
+        if isinstance(document, dict) and document.get("type") == "Feature":
+            features = [document]
+        elif isinstance(document, dict) and isinstance(document.get("features"), list):
+            features = document["features"]
+        else:
+            raise ImportProblem("expected a GeoJSON FeatureCollection with a 'features' array")
+        for number, feature in enumerate(features, start=1):
+            try:
+                found.append((number, feature_to_entity(feature, entity_type)))
+            except ImportProblem as problem:
+                found.append((number, problem))
+        return found
+    from cityos.core.entities import from_key_values
+
+    top_context = document.get("@context") if isinstance(document, dict) else None
+    for number, body in enumerate(ngsi_ld_bodies(document), start=1):
+        try:
+            body = canonical_body(body, top_context)
+            if entity_type and isinstance(body, dict) and "type" not in body:
+                body = {**body, "type": entity_type}
+            if key_values and isinstance(body, dict):
+                body = from_key_values(body)
+        except NgsiLdError as error:
+            body = ImportProblem(error.detail)
+        found.append((number, body))
+    return found
+
+
+def validate_import(raw: list[tuple[int, typing.Any]]) -> tuple[list[dict], list[str]]:
+    """Validate every entity; return the canonical entities and the problems
+    (``entity N: what is wrong``), all of them, not just the first."""
+    from cityos.core.entities import normalise_entity
+
+    entities: list[dict] = []
+    problems: list[str] = []
+    first_seen: dict[str, int] = {}
+    for number, body in raw:
+        if isinstance(body, ImportProblem):
+            problems.append(f"entity {number}: {body}")
+            continue
+        try:
+            entity = normalise_entity(body)
+        except NgsiLdError as error:
+            problems.append(f"entity {number}: {error.detail}")
+            continue
+        if entity["id"] in first_seen:
+            problems.append(f"entity {number}: id {entity['id']} repeats entity "
+                            f"{first_seen[entity['id']]}")
+            continue
+        first_seen[entity["id"]] = number
+        entities.append(entity)
+    return entities, problems
+
+
+@app.command("import")
+@settings_options("database_url", "default_tenant")
+def import_file(
+    settings: Settings,
+    file: Path = typer.Argument(..., help="NGSI-LD JSON / JSON-LD or GeoJSON file."),
+    tenant: str = typer.Option(None, help="Tenant to import into [default: the default "
+                                          "tenant]."),
+    file_format: str = typer.Option("auto", "--format",
+                                    help="auto, ngsi-ld or geojson."),
+    entity_type: str = typer.Option(None, "--type",
+                                    help="Entity type for GeoJSON features (and NGSI-LD "
+                                         "entities without one)."),
+    key_values: bool = typer.Option(False, "--key-values",
+                                    help="The NGSI-LD entities are in keyValues form."),
+    batch_size: int = typer.Option(IMPORT_BATCH, help="Entities per write."),
+) -> None:
+    """Import entities from an NGSI-LD or GeoJSON file, all or nothing.
+
+    Every entity is checked first; when any is wrong nothing is written, one line
+    `FILE: entity N: what is wrong` is printed per bad entity (N counts from 1) and
+    the exit status is 2.
+    """
+    from cityos.core.tenancy import check_tenant_name
+
+    if file_format not in ("auto", "ngsi-ld", "geojson"):
+        _fail(f"--format: {file_format!r} is not one of auto, ngsi-ld, geojson", 2)
+    tenant = tenant or settings.default_tenant
+    try:
+        check_tenant_name(tenant)
+    except NgsiLdError as error:
+        _fail(error.detail, 2)
+    try:
+        raw = entities_from_document(read_import_file(file), file_format, entity_type,
+                                     key_values)
+    except ImportProblem as problem:
+        typer.echo(f"{file}: {problem}", err=True)
+        raise typer.Exit(2) from None
+    entities, problems = validate_import(raw)
+    if problems:
+        for problem in problems:
+            typer.echo(f"{file}: {problem}", err=True)
+        typer.echo(f"{file}: {len(problems)} of {len(raw)} entities are wrong; "
+                   "nothing was imported", err=True)
+        raise typer.Exit(2)
+    store = _open_store(settings)
+    created = replaced = 0
+    try:
+        for start in range(0, len(entities), max(1, batch_size)):
+            batch = entities[start:start + batch_size]
+            existing = {r.id for r in store.scan(tenant, ids=[e["id"] for e in batch])}
+            result = store.upsert_entities(tenant, batch, replace=True)
+            if result.errors:
+                for error in result.errors:
+                    typer.echo(f"{file}: {error['entityId']}: {error['error']['detail']}",
+                               err=True)
+                _fail(f"{len(result.errors)} entities were refused by the store; "
+                      f"{start + len(result.success)} written")
+            replaced += len(existing)
+            created += len(batch) - len(existing)
+    finally:
+        store.close()
+    typer.echo(f"{file}: imported {len(entities)} entities into tenant {tenant!r} "
+               f"({created} created, {replaced} replaced)")
+
+
+# ------------------------------------------------------------------------- keys
+@keys_app.command("create")
+@settings_options("database_url")
+def keys_create(
+    settings: Settings,
+    tenant: str = typer.Option(..., help="Tenant the key acts on ('*' for every tenant)."),
+    role: str = typer.Option(..., help="viewer, operator or admin."),
+    name: str = typer.Option("", help="Who or what uses the key."),
+) -> None:
+    """Create an API key and print its token (shown this once only) on stdout."""
+    from cityos.core.tenancy import create_key
+
+    store = _open_store(settings)
+    try:
+        token, record = create_key(store, tenant, role, name)
+    except NgsiLdError as error:
+        _fail(error.detail, 2)
+    finally:
+        store.close()
+    typer.echo(f"Created {record.role} key {record.key_id} for tenant {record.tenant}. "
+               "Keep the token now: it is not shown again.", err=True)
+    typer.echo(token)
+
+
+@keys_app.command("list")
+@settings_options("database_url")
+def keys_list(settings: Settings,
+              tenant: str = typer.Option(None, help="Only this tenant's keys.")) -> None:
+    """List API keys (never their tokens)."""
+    from cityos.core.tenancy import list_keys
+
+    store = _open_store(settings)
+    try:
+        keys = list_keys(store, tenant)
+    finally:
+        store.close()
+    rows = [("KEY ID", "TENANT", "ROLE", "STATUS", "CREATED", "NAME")]
+    rows += [(k.key_id, k.tenant, k.role, "revoked" if k.revoked else "active",
+              k.created_at[:19] + "Z", k.name) for k in keys]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  "
+                   + row[-1])
+
+
+@keys_app.command("revoke")
+@settings_options("database_url")
+def keys_revoke(settings: Settings,
+                key_id: str = typer.Argument(..., help="The key id (see `keys list`).")) -> None:
+    """Revoke an API key: it stops authenticating at once."""
+    from cityos.core.tenancy import revoke_key
+
+    store = _open_store(settings)
+    try:
+        record = revoke_key(store, key_id)
+    except NgsiLdError as error:
+        _fail(error.detail)
+    finally:
+        store.close()
+    typer.echo(f"Revoked key {record.key_id} ({record.role}, tenant {record.tenant})")
+
+
+# ---------------------------------------------------------------------- version
+@app.command()
+def version() -> None:
+    """Print the CityOS version."""
+    typer.echo(f"cityos {__version__}")
+
+
+# ------------------------------------------------------------------ app plug-ins
+def register_app_commands(root: typer.Typer) -> list[str]:
+    """Add each app's command group: ``cityos.apps.<name>.cli:app`` as ``cityos <name>``.
+
+    Apps without a ``cli`` module are skipped; an app whose ``cli`` module fails to
+    import is reported on stderr and skipped, so one broken app never takes the
+    whole command line down. Returns the names registered.
+    """
+    import cityos.apps
+
+    registered = []
+    known = {group.name for group in root.registered_groups}
+    for module in sorted(pkgutil.iter_modules(cityos.apps.__path__), key=lambda m: m.name):
+        if not module.ispkg or module.name in known:
+            continue
+        module_name = f"cityos.apps.{module.name}.cli"
+        try:
+            cli_module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name == module_name:
+                continue
+            typer.echo(f"warning: cityos {module.name}: {error}", err=True)
+            continue
+        except Exception as error:  # noqa: BLE001 (a broken app must not break the CLI)
+            typer.echo(f"warning: cityos {module.name}: {error}", err=True)
+            continue
+        group = getattr(cli_module, "app", None)
+        if isinstance(group, typer.Typer):
+            root.add_typer(group, name=module.name)
+            registered.append(module.name)
+    return registered
+
+
+def main() -> None:
+    """Entry point of the ``cityos`` command."""
+    register_app_commands(app)
+    app(prog_name="cityos")
+
+
+if __name__ == "__main__":
+    main()
