@@ -20,6 +20,9 @@ UNROUTED_TENANT = "@unrouted"
 #: Payloads longer than this are cut (and flagged) so one huge message cannot bloat
 #: the table.
 MAX_PAYLOAD_CHARS = 64 * 1024
+#: PostgreSQL's jsonb cannot hold U+0000, which a binary payload often has: it is kept
+#: as U+FFFD so that recording the dead letter cannot fail (and stop ingestion).
+_NUL, _REPLACEMENT = "\x00", "\ufffd"
 
 
 def record_dead_letter(store, tenant: str | None, source: str, payload: Any,
@@ -46,7 +49,7 @@ def record_dead_letter(store, tenant: str | None, source: str, payload: Any,
         ``payloadTruncated``, ``payloadBytes``, ``reason``, ``receivedAt``.
     """
     now = now_utc()
-    text = _payload_text(payload)
+    text = _payload_text(payload).replace(_NUL, _REPLACEMENT)
     record = {
         "id": f"{to_micros(now):017d}-{secrets.token_hex(4)}",  # sorts by time
         "tenant": tenant or UNROUTED_TENANT,
@@ -54,15 +57,16 @@ def record_dead_letter(store, tenant: str | None, source: str, payload: Any,
         "payload": text[:MAX_PAYLOAD_CHARS],
         "payloadTruncated": len(text) > MAX_PAYLOAD_CHARS,
         "payloadBytes": len(payload) if isinstance(payload, bytes) else len(text.encode()),
-        "reason": reason,
+        "reason": reason.replace(_NUL, _REPLACEMENT),
         "receivedAt": format_datetime(now),
     }
     store.put_document(record["tenant"], DEAD_LETTER_KIND, record["id"], record)
     return record
 
 
-def list_dead_letters(store, tenant: str, limit: int = 100, offset: int = 0) -> list[dict]:
-    """The tenant's dead letters, oldest first.
+def list_dead_letters(store, tenant: str, limit: int = 100, offset: int = 0, *,
+                      newest_first: bool = False) -> list[dict]:
+    """The tenant's dead letters, oldest first (newest first with ``newest_first``).
 
     Parameters
     ----------
@@ -71,8 +75,11 @@ def list_dead_letters(store, tenant: str, limit: int = 100, offset: int = 0) -> 
         ``@unrouted`` lists the messages whose topic named no usable tenant.
     limit, offset : int
         One page of the list.
+    newest_first : bool
+        Page from the most recent message back, as an operator reads them.
     """
-    return store.list_documents(tenant, DEAD_LETTER_KIND, limit=limit, offset=offset)
+    return store.list_documents(tenant, DEAD_LETTER_KIND, limit=limit, offset=offset,
+                                newest_first=newest_first)
 
 
 def _payload_text(payload: Any) -> str:

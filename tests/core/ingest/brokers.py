@@ -7,6 +7,7 @@ Imported by the MQTT ingestion tests and by the crash test.
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -63,6 +64,9 @@ class PrivateBroker:
         self.config = self.directory / "mosquitto.conf"
         self.config.write_text(
             f"listener {self.port} 127.0.0.1\n"
+            # started as root, mosquitto would drop to its own user, which cannot write
+            # the persistence file under a private temporary directory: stay as we are
+            f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
             "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {self.directory}/\n"
@@ -105,6 +109,7 @@ class AckedPublisher:
         host, port = url.removeprefix("mqtt://").split(":")
         self._lock = threading.Lock()
         self._pending: dict[int, object] = {}
+        self._early: dict[int, bool] = {}  # mid -> acked, PUBACKs before publish() returned
         self.acked: list = []
         self.connected = threading.Event()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
@@ -124,15 +129,25 @@ class AckedPublisher:
         """Publish ``payload`` (a dict is sent as JSON); ``key`` is what ``acked``
         records once the broker has acknowledged it."""
         data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-        with self._lock:  # the PUBACK can come back before publish() returns the mid
-            info = self.client.publish(topic, data, qos=1)
-            self._pending[info.mid] = key if key is not None else topic
+        key = key if key is not None else topic
+        # never hold self._lock while paho runs: paho calls _on_publish holding its own
+        # message lock, which publish() takes too (lock-order deadlock)
+        info = self.client.publish(topic, data, qos=1)
+        with self._lock:
+            if info.mid in self._early:  # the PUBACK came back before publish() returned
+                if self._early.pop(info.mid):
+                    self.acked.append(key)
+            else:
+                self._pending[info.mid] = key
         return info
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         with self._lock:
-            key = self._pending.pop(mid, None)
-            if key is not None and not reason_code.is_failure:
+            if mid not in self._pending:
+                self._early[mid] = not reason_code.is_failure
+                return
+            key = self._pending.pop(mid)
+            if not reason_code.is_failure:
                 self.acked.append(key)
 
     def acked_count(self) -> int:
