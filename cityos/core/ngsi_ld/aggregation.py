@@ -142,7 +142,7 @@ def _segment_stats(values: list[Any], starts: np.ndarray) -> dict[str, list[Any]
     numeric = np.array([_is_number(v) for v in values], dtype=bool)
     integral = np.array([isinstance(v, int) and not isinstance(v, bool) for v in values],
                         dtype=bool)
-    numbers = np.array([float(v) if ok else np.nan for v, ok in zip(values, numeric)],
+    numbers = np.array([float(v) if ok else np.nan for v, ok in zip(values, numeric, strict=True)],
                        dtype=np.float64)
     zeroed = np.where(numeric, numbers, 0.0)
     total = np.diff(np.r_[starts, n])

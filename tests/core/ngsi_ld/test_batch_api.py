@@ -141,7 +141,7 @@ def test_query_object_errors(client):
         "type": "Query", "entities": [{"type": "Vehicle"}],
         "geoQ": {"geometry": "Point", "coordinates": [8.5, 47.3], "georel": "nearby"}}),
         400, "BadRequestData")
-    assert body["detail"].startswith("georel: 'nearby' is not one of")
+    assert body["detail"].startswith("geoQ.georel: 'nearby' is not one of")
     body = problem(client.post(f"{OPS}/query", json={"type": "Query",
                                                      "entities": [{"id": "not a uri"}]}),
                    400, "BadRequestData")
