@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from cityos.core.errors import BadRequestData
-from cityos.core.timefmt import format_datetime, parse_datetime
+from cityos.core.timefmt import canonical_datetime
 
 ATTRIBUTE_TYPES = ("Property", "Relationship", "GeoProperty", "LanguageProperty")
 GEO_ATTRIBUTE_NAMES = ("location", "observationSpace", "operationSpace")
@@ -155,8 +155,8 @@ def _normalise_instance(name: str, value: Any, where: str) -> dict:
             validate_geometry(value["value"], field=f"{where}{name}")
             out["type"] = "GeoProperty"
     if "observedAt" in value:
-        out["observedAt"] = format_datetime(
-            parse_datetime(value["observedAt"], f"{where}{name}.observedAt"))
+        out["observedAt"] = canonical_datetime(value["observedAt"],
+                                               f"{where}{name}.observedAt")
     if "unitCode" in value:
         if not isinstance(value["unitCode"], str) or not value["unitCode"]:
             raise BadRequestData(f"{where}{name}.unitCode must be a non-empty string")

@@ -27,7 +27,7 @@ from cityos.core.entities import (
     normalise_entity,
 )
 from cityos.core.errors import BadRequestData
-from cityos.core.timefmt import format_datetime, parse_datetime
+from cityos.core.timefmt import canonical_datetime
 
 TOPIC_ROOT = "cityos"
 #: What the ingester subscribes to.
@@ -189,7 +189,7 @@ def observation_entity(body: Any, *, entity_type: str | None = None,
     observed = body.get("observedAt")
     stamp = None
     if observed is not None:
-        stamp = format_datetime(parse_datetime(observed, f"{where}observedAt"))
+        stamp = canonical_datetime(observed, f"{where}observedAt")
     fragment: dict = {"id": full_id, "type": type_}
     for name, value in body.items():
         if name in RESERVED_KEYS or name == "observedAt":

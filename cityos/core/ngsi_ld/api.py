@@ -191,7 +191,8 @@ def geo_query(georel: str | None, geometry: str | None, coordinates: Any,
     """Parse a geo-query (``georel``, ``geometry``, ``coordinates``, ``geoproperty``).
 
     ``coordinates`` is the JSON text of a query parameter or an already parsed array
-    (``geoQ`` of a body). Returns None when no geo-query is asked for.
+    (``geoQ`` of a body). ``field`` prefixes the member named in errors (``geoQ.`` for
+    a body). Returns None when no geo-query is asked for.
     """
     if georel is None and geometry is None and coordinates is None:
         if geoproperty is not None:
@@ -205,8 +206,15 @@ def geo_query(georel: str | None, geometry: str | None, coordinates: Any,
     from cityos.core.geo import parse_geo_query
 
     canonical_geoproperty = context.to_canonical(geoproperty) if geoproperty else "location"
-    return parse_geo_query(georel=georel, geometry=geometry, coordinates=coordinates,
-                           geoproperty=canonical_geoproperty)
+    try:
+        return parse_geo_query(georel=georel, geometry=geometry, coordinates=coordinates,
+                               geoproperty=canonical_geoproperty)
+    except BadRequestData as error:
+        if not field:
+            raise
+        # parse_geo_query names the member ("coordinates[0]: ..."); in a body it sits
+        # under geoQ, so the client is told "geoQ.coordinates[0]: ..."
+        raise BadRequestData(field + error.detail) from None
 
 
 # ===================================================================== rendering
@@ -507,12 +515,9 @@ def batch_upsert(caller: Caller = Depends(require("operator")), store=Depends(ge
     chosen = parse_options(options, ("update", "replace"))
     if chosen == {"update", "replace"}:
         raise BadRequestData("options: update and replace exclude each other")
-    entities = _batch_entities(body)
-    ids = [e["id"] for e in entities if isinstance(e, dict) and isinstance(e.get("id"), str)]
-    existing = {record.id for record in store.scan(caller.tenant, ids=ids)} if ids else set()
-    result = store.upsert_entities(caller.tenant, entities, replace="update" not in chosen)
-    created = [i for i in dict.fromkeys(result.success) if i not in existing]
-    return _batch_response(result, created=created)
+    result = store.upsert_entities(caller.tenant, _batch_entities(body),
+                                   replace="update" not in chosen)
+    return _batch_response(result, created=list(dict.fromkeys(result.created)))
 
 
 @router.post("/entityOperations/update")

@@ -32,7 +32,7 @@ from cityos.core.errors import (
     ResourceNotFound,
 )
 from cityos.core.events import EntityEvent, EventBus, InProcessBus
-from cityos.core.timefmt import from_micros, now_utc, parse_datetime, to_micros
+from cityos.core.timefmt import format_datetime, from_micros, now_utc, parse_datetime, to_micros
 
 DEFAULT_DATASET = "@none"
 
@@ -104,10 +104,12 @@ class UpdateResult:
 
 @dataclass
 class BatchResult:
-    """Per-entity outcome of a batch operation."""
+    """Per-entity outcome of a batch operation; ``created`` names the successes that
+    created their entity (an upsert's 201 lists them)."""
 
     success: list[str] = field(default_factory=list)
     errors: list[dict] = field(default_factory=list)
+    created: list[str] = field(default_factory=list)
 
     def fail(self, entity_id: Any, error: NgsiLdError) -> None:
         self.errors.append({"entityId": entity_id, "error": error.problem()})
@@ -200,8 +202,8 @@ class ContextStore(ABC):
 
     @abstractmethod
     def list_documents(self, tenant: str, kind: str, limit: int = 1000,
-                       offset: int = 0) -> list[dict]:
-        """Documents of one kind, oldest first."""
+                       offset: int = 0, *, newest_first: bool = False) -> list[dict]:
+        """Documents of one kind, oldest first (newest first with ``newest_first``)."""
 
     @abstractmethod
     def delete_document(self, tenant: str, kind: str, key: str) -> bool:
@@ -211,7 +213,7 @@ class ContextStore(ABC):
     def tenants(self) -> list[str]:
         """Every tenant that has entities."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: a backend without connections keeps it
         """Release connections."""
 
     # ---------------------------------------------------------- entity writes
@@ -439,6 +441,8 @@ class ContextStore(ABC):
                 result.success.append(entity_id)
                 if isinstance(event, tuple):
                     event = event[1]
+                if event is not None and event.kind == "created":
+                    result.created.append(entity_id)
                 if event is not None and event.changed:
                     events.append(event)
         self._publish(events)
@@ -590,10 +594,12 @@ def history_rows(entity: dict, written: dict[str, list[dict]], now_us: int) -> l
     for name, instances in written.items():
         for instance in instances:
             observed = instance.get("observedAt")
-            instant = to_micros(parse_datetime(observed)) if observed else now_us
             stamped = dict(instance)
-            stamped.setdefault("observedAt", from_micros(instant).strftime(
-                "%Y-%m-%dT%H:%M:%S.%fZ"))
+            if observed:
+                instant = to_micros(parse_datetime(observed))
+            else:
+                instant = now_us
+                stamped["observedAt"] = format_datetime(from_micros(instant))
             value = instance.get("value")
             number = float(value) if isinstance(value, (int, float)) and \
                 not isinstance(value, bool) else None

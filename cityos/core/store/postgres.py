@@ -168,6 +168,10 @@ class _PostgresTransaction(StoreTransaction):
         self._stripes: set[int] = set()
 
     def read(self, entity_ids: list[str]) -> dict[str, StoredEntity]:
+        if len(entity_ids) == 1 and entity_ids[0] in self._records:
+            # the common case inside a batch: the id was read with the whole batch
+            record = self._records[entity_ids[0]]
+            return {} if record is None else {record.id: record}
         found = {i: r for i in entity_ids if (r := self._records.get(i)) is not None}
         missing = [i for i in dict.fromkeys(entity_ids) if i not in self._records]
         if not missing:
@@ -398,11 +402,12 @@ class PostgresStore(ContextStore):
                                "AND key = %s", (tenant, kind, key)).fetchone()
         return row[0] if row else None
 
-    def list_documents(self, tenant, kind, limit=1000, offset=0):
+    def list_documents(self, tenant, kind, limit=1000, offset=0, *, newest_first=False):
+        order = "created_us DESC, key DESC" if newest_first else "created_us, key"
         with self._pool.connection() as conn:
             rows = conn.execute(
                 "SELECT doc FROM documents WHERE tenant = %s AND kind = %s "
-                "ORDER BY created_us, key LIMIT %s OFFSET %s",
+                f"ORDER BY {order} LIMIT %s OFFSET %s",
                 (tenant, kind, int(limit), int(offset))).fetchall()
         return [r[0] for r in rows]
 

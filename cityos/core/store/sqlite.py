@@ -135,8 +135,15 @@ class _SqliteTransaction(StoreTransaction):
         # reads all its ids at once and each entity's step then costs no query
         self._records: dict[str, StoredEntity | None] = {}
         self._history: list[tuple] = []
+        # documents of existing entities to rewrite, by pk (the last write of an entity
+        # wins), sent at flush in one executemany
+        self._updates: dict[int, StoredEntity] = {}
 
     def read(self, entity_ids: list[str]) -> dict[str, StoredEntity]:
+        if len(entity_ids) == 1 and entity_ids[0] in self._records:
+            # the common case inside a batch: the id was read with the whole batch
+            record = self._records[entity_ids[0]]
+            return {} if record is None else {record.id: record}
         found = {i: self._records[i] for i in entity_ids
                  if i in self._records and self._records[i] is not None}
         missing = [i for i in dict.fromkeys(entity_ids) if i not in self._records]
@@ -159,7 +166,6 @@ class _SqliteTransaction(StoreTransaction):
         entity = record.entity
         types = entity_types(entity)
         bounds = location_bounds(entity)
-        doc = orjson.dumps(entity)
         known = None if created else self._known.get(record.id)
         if known is None and not created:
             self.read([record.id])
@@ -168,12 +174,12 @@ class _SqliteTransaction(StoreTransaction):
             pk = self.conn.execute(
                 "INSERT INTO entities (tenant, id, doc, created_us, modified_us) "
                 "VALUES (?, ?, ?, ?, ?) RETURNING pk",
-                (self.tenant, record.id, doc, record.created_us, record.modified_us)).fetchone()[0]
+                (self.tenant, record.id, orjson.dumps(entity), record.created_us,
+                 record.modified_us)).fetchone()[0]
             old_types, old_bounds = [], None
         else:
             pk, old_types, old_bounds = known
-            self.conn.execute("UPDATE entities SET doc = ?, modified_us = ? WHERE pk = ?",
-                              (doc, record.modified_us, pk))
+            self._updates[pk] = record
         if types != old_types:
             self.conn.execute("DELETE FROM entity_types WHERE pk = ?", (pk,))
             self.conn.executemany(
@@ -188,6 +194,7 @@ class _SqliteTransaction(StoreTransaction):
         self._records[record.id] = record
 
     def delete(self, entity_id: str) -> None:
+        self._write_updates()
         row = self.conn.execute("SELECT pk FROM entities WHERE tenant = ? AND id = ?",
                                 (self.tenant, entity_id)).fetchone()
         self._records[entity_id] = None
@@ -202,7 +209,15 @@ class _SqliteTransaction(StoreTransaction):
             (self.tenant, r.entity_id, r.attribute, r.dataset_id, r.observed_us, r.entity_type,
              orjson.dumps(r.instance), r.number) for r in rows)
 
+    def _write_updates(self) -> None:
+        if self._updates:
+            self.conn.executemany(
+                "UPDATE entities SET doc = ?, modified_us = ? WHERE pk = ?",
+                [(orjson.dumps(r.entity), r.modified_us, pk) for pk, r in self._updates.items()])
+            self._updates.clear()
+
     def flush(self) -> None:
+        self._write_updates()
         if not self._history:
             return
         self.conn.executemany(
@@ -289,19 +304,31 @@ class SqliteStore(ContextStore):
                 raise
 
     def scan(self, tenant, *, types=None, ids=None, id_pattern=None, bbox=None):
-        sql = ["SELECT e.doc, e.created_us, e.modified_us FROM entities e"]
         where = ["e.tenant = ?"]
         params: list = [tenant]
+        if bbox is not None:
+            # the R*Tree drives (CROSS JOIN fixes the order): left to itself the planner
+            # walks every entity of the tenant and probes the tree once per entity.
+            # With ids the id index drives instead.
+            join = "JOIN" if ids is not None else "CROSS JOIN"
+            sql = [f"SELECT e.doc, e.created_us, e.modified_us FROM entity_geo g "
+                   f"{join} entities e ON e.pk = g.pk"]
+            where.insert(0, "g.max_lon >= ? AND g.min_lon <= ? AND g.max_lat >= ? "
+                            "AND g.min_lat <= ?")
+            params[:0] = [bbox[0], bbox[2], bbox[1], bbox[3]]
+        else:
+            sql = ["SELECT e.doc, e.created_us, e.modified_us FROM entities e"]
         if types:
             marks = ",".join("?" * len(types))
-            where.append(f"e.pk IN (SELECT pk FROM entity_types WHERE tenant = ? "
-                         f"AND type IN ({marks}))")
+            if bbox is not None or ids is not None:
+                # few candidates: probe each one's types rather than list every entity
+                # of the type first
+                where.append(f"EXISTS (SELECT 1 FROM entity_types t WHERE t.pk = e.pk "
+                             f"AND t.tenant = ? AND t.type IN ({marks}))")
+            else:
+                where.append(f"e.pk IN (SELECT pk FROM entity_types WHERE tenant = ? "
+                             f"AND type IN ({marks}))")
             params += [tenant, *types]
-        if bbox is not None:
-            sql.append("JOIN entity_geo g ON g.pk = e.pk")
-            where.append("g.max_lon >= ? AND g.min_lon <= ? AND g.max_lat >= ? "
-                         "AND g.min_lat <= ?")
-            params += [bbox[0], bbox[2], bbox[1], bbox[3]]
         if ids is not None:
             if not ids:
                 return
@@ -378,11 +405,12 @@ class SqliteStore(ContextStore):
                                "AND key = ?", (tenant, kind, key)).fetchone()
         return orjson.loads(row[0]) if row else None
 
-    def list_documents(self, tenant, kind, limit=1000, offset=0):
+    def list_documents(self, tenant, kind, limit=1000, offset=0, *, newest_first=False):
+        order = "created_us DESC, key DESC" if newest_first else "created_us, key"
         with self._reading() as conn:
             rows = conn.execute(
                 "SELECT doc FROM documents WHERE tenant = ? AND kind = ? "
-                "ORDER BY created_us, key LIMIT ? OFFSET ?",
+                f"ORDER BY {order} LIMIT ? OFFSET ?",
                 (tenant, kind, limit, offset)).fetchall()
         return [orjson.loads(r[0]) for r in rows]
 

@@ -39,7 +39,7 @@ import shapely
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyproj import Geod
-from shapely.geometry import Point, shape
+from shapely.geometry import shape
 
 from cityos.core.geo import parse_geo_query
 from cityos.core.store.base import EntityQuery
