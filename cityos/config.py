@@ -39,6 +39,10 @@ class Settings(BaseSettings):
         Largest ``limit`` a query may ask for; larger gives TooManyResults.
     max_q_length : int
         Longest accepted ``q`` expression in characters.
+    tile_url : str or None
+        Raster tile URL template (``https://tiles.example.org/{z}/{x}/{y}.png``) the
+        dashboard draws under the city's data; None (the default) draws the demo
+        city's own vector base map and makes no request off the machine.
     """
 
     model_config = SettingsConfigDict(env_prefix="CITYOS_", extra="ignore")
@@ -58,6 +62,7 @@ class Settings(BaseSettings):
     max_q_length: int = 4096
     notification_retries: int = 5
     notification_backoff_s: float = 0.5
+    tile_url: str | None = None
 
 
 @lru_cache

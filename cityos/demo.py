@@ -29,7 +29,9 @@ DEMO_BUILDERS: list[str] = [
 ]
 
 #: Live feeds started while ``cityos demo`` serves.
-DEMO_SIMULATORS: list[str] = []
+DEMO_SIMULATORS: list[str] = [
+    "cityos.web.demo_feed:run_demo_feed",  # core: two buses moving, one sample alert
+]
 
 CITY_NAME = "Demo City"
 #: Centre of the synthetic city (lon, lat): Kuala Lumpur-like coordinates.

@@ -266,6 +266,10 @@ def create_app(settings: Settings | None = None, store: ContextStore | None = No
         if module is not None:
             app.include_router(module.router, prefix=prefix)
 
+    dashboard = _optional("cityos.web")
+    if dashboard is not None:  # the operations-centre dashboard at /
+        dashboard.mount_dashboard(app)
+
     @app.get("/health", tags=["system"])
     def health() -> dict:
         """Liveness: no key needed."""
