@@ -9,6 +9,7 @@ as an NGSI-LD ProblemDetails body (``application/json``).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import json
 import logging
@@ -172,8 +173,28 @@ async def _call(method) -> None:
         await result
 
 
+def app_api_modules() -> list[tuple[str, Any]]:
+    """``(name, module)`` of every ``cityos.apps.<name>.api`` that exists.
+
+    An app exposes a FastAPI ``router`` (mounted at ``/apps/<name>``) and may expose
+    ``services(store, settings) -> list`` of background services with ``start`` and
+    ``stop``, run by the server's lifespan like the core's own.
+    """
+    import pkgutil
+
+    import cityos.apps
+
+    found = []
+    for info in sorted(pkgutil.iter_modules(cityos.apps.__path__), key=lambda m: m.name):
+        name = f"cityos.apps.{info.name}.api"
+        if info.ispkg and importlib.util.find_spec(name) is not None:
+            found.append((info.name, importlib.import_module(name)))
+    return found
+
+
 def _services(app: FastAPI) -> list:
-    """The background services of the app: subscriptions, then MQTT ingestion."""
+    """The background services of the app: subscriptions, MQTT ingestion, then the
+    apps' own."""
     settings: Settings = app.state.settings
     store = app.state.store
     services = []
@@ -184,6 +205,9 @@ def _services(app: FastAPI) -> list:
         mqtt = _optional("cityos.core.ingest.mqtt")
         if mqtt is not None:
             services.append(mqtt.MqttIngester(store, settings))
+    for _name, module in app.state.app_modules:
+        if hasattr(module, "services"):
+            services.extend(module.services(store, settings))
     return services
 
 
@@ -265,6 +289,9 @@ def create_app(settings: Settings | None = None, store: ContextStore | None = No
         module = _optional(module_name)
         if module is not None:
             app.include_router(module.router, prefix=prefix)
+    app.state.app_modules = app_api_modules()
+    for name, module in app.state.app_modules:
+        app.include_router(module.router, prefix=f"/apps/{name}")
 
     dashboard = _optional("cityos.web")
     if dashboard is not None:  # the operations-centre dashboard at /
