@@ -78,9 +78,28 @@ class EventBus:
         backends, of every process)."""
         self._deliver(event)
 
+    def publish_many(self, events: list[EntityEvent]) -> None:
+        """Publish the events of one write (a batch), in order.
+
+        The same as publishing each; a bus that delivers only in process looks its
+        handlers up once for the lot.
+        """
+        if type(self).publish is not EventBus.publish:
+            for event in events:  # a networked bus sends each event on as well
+                self.publish(event)
+            return
+        with self._lock:
+            handlers = list(self._handlers)
+        for event in events:
+            self._call(handlers, event)
+
     def _deliver(self, event: EntityEvent) -> None:
         with self._lock:
             handlers = list(self._handlers)
+        self._call(handlers, event)
+
+    @staticmethod
+    def _call(handlers: list[Handler], event: EntityEvent) -> None:
         for handler in handlers:
             try:
                 handler(event)

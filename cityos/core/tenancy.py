@@ -12,6 +12,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import time
+import weakref
 from dataclasses import asdict, dataclass
 
 from fastapi import Depends, Request
@@ -72,18 +75,53 @@ def create_key(store, tenant: str, role: str, name: str = "") -> tuple[str, ApiK
     return token, record
 
 
+#: How long a successful authentication is reused without reading the key registry:
+#: a key revoked by another process stops working within this many seconds (one
+#: revoked in this process stops at once, see :func:`revoke_key`).
+AUTH_CACHE_S = 5.0
+_AUTH_CACHE_LIMIT = 10_000
+# store -> SHA-256 of the token -> (key, monotonic expiry); only live keys
+_auth_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_auth_lock = threading.Lock()
+
+
 def authenticate(store, token: str | None) -> ApiKey | None:
-    """The live key that ``token`` is, or None."""
+    """The live key that ``token`` is, or None.
+
+    A key found live is remembered for :data:`AUTH_CACHE_S` seconds, so a busy client
+    costs one registry read every few seconds rather than one a request.
+    """
     if not token or not token.startswith("cty_") or token.count("_") < 2:
         return None
+    digest = _hash(token)
+    try:
+        cached = _auth_cache.get(store, {}).get(digest)
+    except TypeError:  # a store that cannot be weakly referenced: no cache
+        cached = None
+    if cached is not None and cached[1] > time.monotonic():
+        return cached[0]
     key_id = token.split("_", 2)[1]
     doc = store.get_document(KEYS_TENANT, KEY_KIND, key_id)
     if doc is None:
         return None
     record = ApiKey(**doc)
-    if record.revoked or not hmac.compare_digest(record.token_sha256, _hash(token)):
+    if record.revoked or not hmac.compare_digest(record.token_sha256, digest):
         return None
+    with _auth_lock:
+        try:
+            known = _auth_cache.setdefault(store, {})
+        except TypeError:
+            return record
+        if len(known) >= _AUTH_CACHE_LIMIT:
+            known.clear()
+        known[digest] = (record, time.monotonic() + AUTH_CACHE_S)
     return record
+
+
+def forget_authentications() -> None:
+    """Drop every remembered authentication (after a key changed in this process)."""
+    with _auth_lock:
+        _auth_cache.clear()
 
 
 def list_keys(store, tenant: str | None = None) -> list[ApiKey]:
@@ -99,6 +137,7 @@ def revoke_key(store, key_id: str) -> ApiKey:
         raise ResourceNotFound(f"API key {key_id} does not exist")
     doc["revoked"] = True
     store.put_document(KEYS_TENANT, KEY_KIND, key_id, doc)
+    forget_authentications()  # revoked here: refused from the next request on
     return ApiKey(**doc)
 
 

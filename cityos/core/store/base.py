@@ -14,8 +14,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
+
+import orjson
 
 from cityos.core.entities import (
     attribute_instances,
@@ -65,6 +67,9 @@ class HistoryRow:
     observed_us: int
     instance: dict
     number: float | None = None
+    #: ``instance`` as JSON when it was encoded ahead of the write (backends use it
+    #: instead of encoding again)
+    encoded: bytes | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -231,15 +236,17 @@ class ContextStore(ABC):
     def upsert_entities(self, tenant: str, entities: list[dict], *,
                         replace: bool = True) -> BatchResult:
         """Batch upsert: create, or replace (``replace=True``) / merge attributes."""
-        return self._batch(tenant, entities,
-                           self._apply_replace_or_create if replace else self._apply_merge_or_create)
+        if replace:
+            return self._batch(tenant, entities, self._apply_replace_or_create)
+        return self._batch(tenant, entities, self._apply_merge_or_create,
+                           prepare=_prepared_attributes)
 
     def update_entities(self, tenant: str, entities: list[dict], *,
                         no_overwrite: bool = False) -> BatchResult:
         """Batch update: append attributes to existing entities."""
-        def apply(tx, body, now):
-            return self._apply_append(tx, body, now, no_overwrite=no_overwrite)
-        return self._batch(tenant, entities, apply)
+        def apply(tx, body, now, attrs):
+            return self._apply_append(tx, body, now, no_overwrite=no_overwrite, attrs=attrs)
+        return self._batch(tenant, entities, apply, prepare=_prepared_attributes)
 
     def delete_entities(self, tenant: str, entity_ids: list[str]) -> BatchResult:
         """Batch delete."""
@@ -418,21 +425,33 @@ class ContextStore(ABC):
 
     # ------------------------------------------------------------- internals
     def _publish(self, events: list[EntityEvent]) -> None:
-        for event in events:
-            self.events.publish(event)
+        if events:
+            self.events.publish_many(events)
 
-    def _batch(self, tenant: str, entities: Iterable[dict], apply) -> BatchResult:
+    def _batch(self, tenant: str, entities: Iterable[dict], apply,
+               prepare=None) -> BatchResult:
+        """Apply ``apply(tx, body, now)`` to each entity in one transaction.
+
+        With ``prepare``, ``prepare(body, now)`` runs for every entity *before* the
+        transaction (validation that needs no stored state: it then runs while another
+        request holds the write lock) and ``apply`` gets its outcome as a fourth
+        argument.
+        """
         result = BatchResult()
         events: list[EntityEvent] = []
         now = to_micros(now_utc())
         entities = list(entities)
+        prepared = [prepare(body, now) for body in entities] if prepare is not None else None
         with self.transaction(tenant) as tx:
             ids = [e.get("id") for e in entities if isinstance(e, dict)]
             tx.read([i for i in ids if isinstance(i, str)])  # lock them all at once
             for index, body in enumerate(entities):
                 entity_id = body.get("id") if isinstance(body, dict) else None
                 try:
-                    event = apply(tx, body, now)
+                    if prepared is None:
+                        event = apply(tx, body, now)
+                    else:
+                        event = apply(tx, body, now, prepared[index])
                 except NgsiLdError as error:
                     if not isinstance(error.detail, str) or entity_id is None:
                         error.detail = f"entity {index}: {error.detail}"
@@ -468,10 +487,13 @@ class ContextStore(ABC):
         return record
 
     def _save(self, tx, record: StoredEntity | None, entity: dict, now: int, *,
-              created: bool, written: dict[str, list[dict]]) -> StoredEntity:
+              created: bool, written: dict[str, list[dict]],
+              rows: list[HistoryRow] | None = None) -> StoredEntity:
+        """Write the entity and the history rows of the instances ``written`` (or the
+        ``rows`` made of them ahead of the transaction)."""
         new = StoredEntity(entity, record.created_us if record else now, now)
         tx.put(new, created=created)
-        tx.add_history(history_rows(entity, written, now))
+        tx.add_history(history_rows(entity, written, now) if rows is None else rows)
         return new
 
     def _apply_create(self, tx, body, now):
@@ -498,17 +520,31 @@ class ContextStore(ABC):
             return self._apply_replace(tx, body, now)
         return self._apply_create(tx, body, now)
 
-    def _apply_merge_or_create(self, tx, body, now):
+    def _apply_merge_or_create(self, tx, body, now, attrs=None):
         entity_id = body.get("id") if isinstance(body, dict) else None
-        if isinstance(entity_id, str) and tx.read([entity_id]):
-            return self._apply_append(tx, body, now, no_overwrite=False)
+        if isinstance(entity_id, str):
+            found = tx.read([entity_id])
+            if found:
+                return self._apply_append(tx, body, now, no_overwrite=False, attrs=attrs,
+                                          record=found[entity_id])
         return self._apply_create(tx, body, now)
 
-    def _apply_append(self, tx, body, now, *, no_overwrite: bool):
+    def _apply_append(self, tx, body, now, *, no_overwrite: bool, attrs=None, record=None):
+        """Merge attributes into an existing entity. ``attrs`` is what
+        :func:`_prepared_attributes` made of ``body`` ahead of the transaction (the
+        validated attributes, or the error to raise); None validates here. ``record``
+        is the entity's record when the caller has just read it."""
         if not isinstance(body, dict):
             raise BadRequestData("an entity must be a JSON object")
-        record = self._existing(tx, body.get("id"))
-        attrs = normalise_attributes(body)
+        if record is None:
+            record = self._existing(tx, body.get("id"))
+        history = None
+        if attrs is None:
+            attrs = normalise_attributes(body)
+        elif isinstance(attrs, NgsiLdError):
+            raise attrs
+        elif isinstance(attrs, _PreparedMerge):
+            attrs, history = attrs.attrs, attrs.history
         entity = dict(record.entity)
         result = UpdateResult()
         written: dict[str, list[dict]] = {}
@@ -518,7 +554,7 @@ class ContextStore(ABC):
                                            "reason": "attribute exists and noOverwrite is set"})
                 continue
             entity[name] = _merge_instances(entity.get(name), attr)
-            written[name] = attribute_instances(attr)
+            written[name] = attr if isinstance(attr, list) else [attr]
             result.updated.append(name)
         if "type" in body and body["type"] != record.entity["type"]:
             types = entity_types(record.entity)
@@ -527,7 +563,16 @@ class ContextStore(ABC):
             entity["type"] = types if len(types) > 1 else types[0]
         if written or entity["type"] != record.entity["type"]:
             # nothing written: leave the record and its modifiedAt alone
-            self._save(tx, record, entity, now, created=False, written=written)
+            rows = None
+            if history is not None:
+                types = entity["type"]
+                first_type = types if isinstance(types, str) else entity_types(entity)[0]
+                rows = []
+                for name in written:
+                    for row in history[name]:
+                        row.entity_type = first_type
+                        rows.append(row)
+            self._save(tx, record, entity, now, created=False, written=written, rows=rows)
         return result, _updated_event(tx, entity, result.updated)
 
     def _apply_update(self, tx, body, now):
@@ -572,10 +617,47 @@ def _all_instances(entity: dict) -> dict[str, list[dict]]:
     return {name: attribute_instances(entity[name]) for name in attribute_names(entity)}
 
 
+@dataclass
+class _PreparedMerge:
+    """A merge body validated ahead of its transaction: its attributes and, by
+    attribute name, the history rows of their instances (JSON encoded, the entity
+    type left to fill in: it comes from the stored entity)."""
+
+    attrs: dict
+    history: dict[str, list[HistoryRow]] | None
+
+
+def _prepared_attributes(body: Any, now_us: int) -> _PreparedMerge | NgsiLdError | None:
+    """What a merge body becomes before its transaction (see :class:`_PreparedMerge`),
+    or the error validating it raised (raised later, in the entity's turn); None for a
+    body that is not an object."""
+    if not isinstance(body, dict):
+        return None
+    try:
+        attrs = normalise_attributes(body)
+        if not isinstance(body.get("id"), str):
+            return _PreparedMerge(attrs, None)  # fails in its turn, or validates as new
+        stand_in = {"id": body["id"], "type": ""}
+        dumps = orjson.dumps
+        history = {}
+        for name, attr in attrs.items():
+            rows = history_rows(stand_in, {name: attr if isinstance(attr, list) else [attr]},
+                                now_us)
+            for row in rows:
+                row.encoded = dumps(row.instance)
+            history[name] = rows
+    except NgsiLdError as error:
+        return error
+    return _PreparedMerge(attrs, history)
+
+
 def _merge_instances(existing: dict | list | None, new: dict | list) -> dict | list:
     """Replace instances with the same datasetId, keep the others, add the new ones."""
     if existing is None:
         return new
+    if type(existing) is dict and type(new) is dict and \
+            existing.get("datasetId", DEFAULT_DATASET) == new.get("datasetId", DEFAULT_DATASET):
+        return new  # the common case: a new reading of a single-instance attribute
     by_dataset = {i.get("datasetId", DEFAULT_DATASET): i for i in attribute_instances(existing)}
     for instance in attribute_instances(new):
         by_dataset[instance.get("datasetId", DEFAULT_DATASET)] = instance
@@ -590,23 +672,60 @@ def history_rows(entity: dict, written: dict[str, list[dict]], now_us: int) -> l
     sensor measured when), else the time of the write.
     """
     rows = []
-    first_type = entity_types(entity)[0]
+    types = entity["type"]
+    first_type = types if isinstance(types, str) else entity_types(entity)[0]
+    entity_id = entity["id"]
+    now_text = None
     for name, instances in written.items():
         for instance in instances:
             observed = instance.get("observedAt")
-            stamped = dict(instance)
             if observed:
-                instant = to_micros(parse_datetime(observed))
+                # the instance is not changed afterwards (a later write replaces the
+                # instance, never edits it), so the row may share it
+                stamped = instance
+                instant = instant_micros(observed)
             else:
                 instant = now_us
-                stamped["observedAt"] = format_datetime(from_micros(instant))
+                if now_text is None:
+                    now_text = format_datetime(from_micros(instant))
+                stamped = dict(instance)
+                stamped["observedAt"] = now_text
             value = instance.get("value")
-            number = float(value) if isinstance(value, (int, float)) and \
-                not isinstance(value, bool) else None
-            rows.append(HistoryRow(entity["id"], first_type, name,
+            kind = type(value)
+            if kind is float or kind is int:
+                number = float(value)
+            elif kind is not bool and isinstance(value, (int, float)):
+                number = float(value)
+            else:
+                number = None
+            rows.append(HistoryRow(entity_id, first_type, name,
                                    instance.get("datasetId", DEFAULT_DATASET), instant,
                                    stamped, number))
     return rows
+
+
+_EPOCH_NAIVE = datetime(1970, 1, 1)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def instant_micros(text: str) -> int:
+    """Microseconds since the epoch of a date-time, quickest for the canonical form.
+
+    ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (the form validation stores) is read as a naive
+    UTC date-time, without building a time zone aware one; any other form goes through
+    :func:`parse_datetime`.
+
+    Raises
+    ------
+    BadRequestData
+        When ``text`` is not an ISO 8601 date-time.
+    """
+    if len(text) == 27 and text[26] == "Z" and text[19] == ".":
+        try:
+            return (datetime.fromisoformat(text[:26]) - _EPOCH_NAIVE) // _MICROSECOND
+        except (ValueError, TypeError):  # not a date; an offset inside (aware - naive)
+            pass
+    return to_micros(parse_datetime(text))
 
 
 def temporal_window(timerel: str | None, time_at: datetime | None,

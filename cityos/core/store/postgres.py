@@ -236,7 +236,7 @@ class _PostgresTransaction(StoreTransaction):
                 [r.dataset_id for r in chunk],
                 [r.observed_us for r in chunk],
                 [r.entity_type for r in chunk],
-                [orjson.dumps(r.instance).decode() for r in chunk],
+                [(r.encoded or orjson.dumps(r.instance)).decode() for r in chunk],
                 [r.number for r in chunk]))
         self._puts.clear()
         self._deletes.clear()

@@ -11,6 +11,12 @@ Writes are serialised by one lock (SQLite has a single writer anyway) and run as
 never block the writer (WAL). ``synchronous=NORMAL`` keeps every committed
 transaction through a process crash (SIGKILL); set ``CITYOS_SQLITE_SYNCHRONOUS=FULL``
 to survive power loss as well, at the cost of an fsync per commit.
+
+Checkpoints (copying the WAL back into the database file, with its fsyncs) run in a
+background thread of the store, a passive checkpoint shortly after writes, instead of
+inside the commit that happens to cross SQLite's automatic threshold: with the write
+lock held, that commit (a batch of observations) cost several times its own writes.
+The automatic checkpoint stays on, at a higher threshold, as a backstop.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -77,6 +84,12 @@ CREATE TABLE IF NOT EXISTS documents (
 """
 
 _CHUNK = 500  # stays well under SQLite's bound-parameter limit
+#: WAL pages at which a committing connection checkpoints itself (SQLite's default is
+#: 1,000); the background checkpointer normally runs long before.
+_AUTOCHECKPOINT_PAGES = 8000
+#: The background checkpointer waits this long after a write before it checkpoints, so
+#: that a run of writes is copied back once.
+_CHECKPOINT_DELAY_S = 0.2
 
 
 def location_bounds(entity: dict) -> tuple[float, float, float, float] | None:
@@ -130,7 +143,9 @@ class _SqliteTransaction(StoreTransaction):
     def __init__(self, conn: sqlite3.Connection, tenant: str):
         self.conn = conn
         self.tenant = tenant
-        self._known: dict[str, tuple[int, list[str], tuple | None]] = {}
+        # per entity read or written: pk, types, location box, and the "type" value and
+        # "location" attribute object they were derived from
+        self._known: dict[str, tuple[int, list[str], tuple | None, object, object]] = {}
         # what this transaction has read or written, None for "does not exist": a batch
         # reads all its ids at once and each entity's step then costs no query
         self._records: dict[str, StoredEntity | None] = {}
@@ -157,19 +172,29 @@ class _SqliteTransaction(StoreTransaction):
                 f"WHERE tenant = ? AND id IN ({marks})", [self.tenant, *chunk])
             for pk, entity_id, doc, created, modified in rows:
                 entity = orjson.loads(doc)
-                self._known[entity_id] = (pk, entity_types(entity), location_bounds(entity))
+                self._known[entity_id] = (pk, entity_types(entity), location_bounds(entity),
+                                          entity.get("type"), entity.get("location"))
                 found[entity_id] = self._records[entity_id] = StoredEntity(entity, created,
                                                                            modified)
         return found
 
     def put(self, record: StoredEntity, *, created: bool) -> None:
         entity = record.entity
-        types = entity_types(entity)
-        bounds = location_bounds(entity)
         known = None if created else self._known.get(record.id)
         if known is None and not created:
             self.read([record.id])
             known = self._known.get(record.id)
+        location = entity.get("location")
+        if known is not None and entity.get("type") == known[3] and location is known[4] \
+                and (location is None or type(location) is dict):
+            # the common update: same types, location untouched (a merge keeps the
+            # stored attribute object; a changed instance is always a new object), so
+            # neither index row changes
+            self._updates[known[0]] = record
+            self._records[record.id] = record
+            return
+        types = entity_types(entity)
+        bounds = location_bounds(entity)
         if known is None:
             pk = self.conn.execute(
                 "INSERT INTO entities (tenant, id, doc, created_us, modified_us) "
@@ -178,7 +203,7 @@ class _SqliteTransaction(StoreTransaction):
                  record.modified_us)).fetchone()[0]
             old_types, old_bounds = [], None
         else:
-            pk, old_types, old_bounds = known
+            pk, old_types, old_bounds = known[:3]
             self._updates[pk] = record
         if types != old_types:
             self.conn.execute("DELETE FROM entity_types WHERE pk = ?", (pk,))
@@ -190,7 +215,7 @@ class _SqliteTransaction(StoreTransaction):
             if bounds is not None:
                 self.conn.execute("INSERT INTO entity_geo VALUES (?, ?, ?, ?, ?)",
                                   (pk, bounds[0], bounds[2], bounds[1], bounds[3]))
-        self._known[record.id] = (pk, types, bounds)
+        self._known[record.id] = (pk, types, bounds, entity.get("type"), entity.get("location"))
         self._records[record.id] = record
 
     def delete(self, entity_id: str) -> None:
@@ -205,9 +230,11 @@ class _SqliteTransaction(StoreTransaction):
         self._known.pop(entity_id, None)
 
     def add_history(self, rows: list[HistoryRow]) -> None:
-        self._history.extend(
-            (self.tenant, r.entity_id, r.attribute, r.dataset_id, r.observed_us, r.entity_type,
-             orjson.dumps(r.instance), r.number) for r in rows)
+        tenant = self.tenant
+        dumps = orjson.dumps
+        self._history += [(tenant, r.entity_id, r.attribute, r.dataset_id, r.observed_us,
+                           r.entity_type, r.encoded or dumps(r.instance), r.number)
+                          for r in rows]
 
     def _write_updates(self) -> None:
         if self._updates:
@@ -226,6 +253,56 @@ class _SqliteTransaction(StoreTransaction):
             "INSERT OR IGNORE INTO history_series VALUES (?, ?, ?, ?)",
             {(r[0], r[1], r[2], r[3]) for r in self._history})
         self._history.clear()
+
+
+class _Checkpointer:
+    """Passive WAL checkpoints in a daemon thread with its own connection.
+
+    :meth:`wrote` (after each commit) wakes it; it waits :data:`_CHECKPOINT_DELAY_S`
+    and checkpoints what is in the WAL. A passive checkpoint never blocks writers or
+    readers; what it cannot copy now (pages a reader still needs) is copied next time.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint",
+                                        daemon=True)
+        self._thread.start()
+
+    def wrote(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        conn = None
+        try:
+            while not self._stop.is_set():
+                self._wake.wait()
+                if self._stop.wait(_CHECKPOINT_DELAY_S):
+                    break
+                self._wake.clear()
+                try:
+                    if conn is None:
+                        conn = sqlite3.connect(self.path, isolation_level=None,
+                                               check_same_thread=False, timeout=5.0)
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error:  # busy or gone: the next write tries again
+                    pass
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def stop(self) -> None:
+        """Tell the thread to end (it does within a moment)."""
+        self._stop.set()
+        self._wake.set()
+
+    def close(self) -> None:
+        """Stop the thread and wait for it."""
+        self.stop()
+        if self._thread is not threading.current_thread():
+            self._thread.join(5.0)
 
 
 class SqliteStore(ContextStore):
@@ -256,6 +333,9 @@ class SqliteStore(ContextStore):
         conn = self._conn()
         with _file_lock(None if self._memory else path + ".lock"):
             conn.executescript(SCHEMA)
+        self._checkpointer = None if self._memory else _Checkpointer(path)
+        if self._checkpointer is not None:  # a store dropped without close() stops it too
+            weakref.finalize(self, self._checkpointer.stop)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
@@ -268,6 +348,8 @@ class SqliteStore(ContextStore):
         conn.execute("PRAGMA foreign_keys=OFF")
         conn.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache per connection
         conn.execute("PRAGMA mmap_size=268435456")
+        if not self._memory:
+            conn.execute(f"PRAGMA wal_autocheckpoint={_AUTOCHECKPOINT_PAGES}")
         with self._connections_lock:
             self._connections.append(conn)
         return conn
@@ -302,6 +384,8 @@ class SqliteStore(ContextStore):
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+        if self._checkpointer is not None:
+            self._checkpointer.wrote()
 
     def scan(self, tenant, *, types=None, ids=None, id_pattern=None, bbox=None):
         where = ["e.tenant = ?"]
@@ -427,6 +511,8 @@ class SqliteStore(ContextStore):
                 "SELECT DISTINCT tenant FROM entities ORDER BY tenant")]
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         with self._connections_lock:
             for conn in self._connections:
                 try:
