@@ -1,0 +1,407 @@
+"""The transit demo feed: simulated buses reporting through the real ingest path.
+
+:func:`run` is the demo city's simulator (``run(demo)``, see :mod:`cityos.demo`): it
+simulates today's service of :func:`~cityos.apps.transit.synthetic.demo_feed` and
+publishes each ping, when its time comes, as a ``Vehicle`` observation, exactly as
+an AVL device would: MQTT QoS 1 to ``cityos/<tenant>/Vehicle/<vehicle-id>`` when
+the demo has a broker, else ``POST /apps/ingest/observations`` with the demo's key.
+
+:func:`run_feed` replays a simulated day of any feed through any ``publish``
+callable, in real or accelerated time; :func:`simulate_feed` does it for a GTFS file
+given on the command line.
+
+A ping becomes this observation: keyValues, except speed and bearing which carry
+their units (Smart Data Models ``Vehicle`` names: speed in km/h, bearing in degrees
+clockwise from north)::
+
+    {"location": {"type": "Point", "coordinates": [lon, lat]},
+     "speed": {"type": "Property", "value": 23.4, "unitCode": "KMH"},
+     "bearing": {"type": "Property", "value": 87.5, "unitCode": "DD"},
+     "tripId": "1-WD-0-0706", "driverId": "drv-1-03-am", "vehicleType": "bus",
+     "occupancy": 12, "doorsOpen": false, "observedAt": "2026-01-06T00:12:03.200000Z"}
+
+with ``passengersIn``/``passengersOut`` added on the report sent when the doors close
+at a stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import orjson
+
+from cityos.apps.transit.models import Feed, Ping, service_day_origin
+from cityos.apps.transit.synthetic import demo_feed, simulate_day
+from cityos.core.timefmt import format_datetime
+
+log = logging.getLogger(__name__)
+
+#: How much faster than real time the demo plays (1: the buses run on the clock).
+DEMO_SPEEDUP = 1.0
+#: Where a replay starts when the clock is outside the day's service: 07:00 local.
+FALLBACK_START_S = 7 * 3600
+BATCH_MAX = 500  # HTTP observations per request
+_MPS_TO_KMH = 3.6
+
+
+def ping_observation(ping: Ping, shift_s: float = 0.0) -> dict:
+    """The keyValues body a device publishes for ``ping`` (no ``id``/``type``).
+
+    Parameters
+    ----------
+    ping : Ping
+    shift_s : float
+        Added to the ping's time (a replay moved to the present).
+    """
+    body: dict = {
+        "location": {"type": "Point", "coordinates": [round(ping.lon, 7), round(ping.lat, 7)]},
+        "vehicleType": "bus",
+    }
+    # speed and bearing carry their units (the Smart Data Models ones) with them
+    if ping.speed_mps is not None:
+        body["speed"] = {"type": "Property", "value": round(ping.speed_mps * _MPS_TO_KMH, 1),
+                         "unitCode": "KMH"}
+    if ping.bearing_deg is not None:
+        body["bearing"] = {"type": "Property", "value": round(ping.bearing_deg % 360.0, 1),
+                           "unitCode": "DD"}
+    if ping.trip_id is not None:
+        body["tripId"] = ping.trip_id
+    if ping.driver_id is not None:
+        body["driverId"] = ping.driver_id
+    if ping.occupancy is not None:
+        body["occupancy"] = ping.occupancy
+    if ping.passengers_in is not None:
+        body["passengersIn"] = ping.passengers_in
+    if ping.passengers_out is not None:
+        body["passengersOut"] = ping.passengers_out
+    if ping.doors_open is not None:
+        body["doorsOpen"] = ping.doors_open
+    body["observedAt"] = format_datetime(
+        datetime.fromtimestamp(ping.t + shift_s, tz=UTC))
+    return body
+
+
+# ================================================================= publishers
+class MqttPublisher:
+    """Publishes pings as a device does: QoS 1 to ``cityos/<tenant>/Vehicle/<id>``.
+
+    Parameters
+    ----------
+    url : str
+        ``mqtt://host:port`` (``mqtts://`` for TLS, user and password in the URL).
+    tenant : str
+    client_id : str
+    """
+
+    def __init__(self, url: str, tenant: str, client_id: str = "cityos-transit-sim",
+                 connect_timeout_s: float = 15.0):
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        from cityos.core.ingest.mqtt import broker_address
+
+        host, port, tls, user, password = broker_address(url)
+        self.tenant = tenant
+        self._connected = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  clean_session=True)
+        if tls:
+            self.client.tls_set()
+        if user:
+            self.client.username_pw_set(user, password)
+        self.client.max_inflight_messages_set(200)
+        self.client.max_queued_messages_set(0)  # keep everything while the broker is away
+        self.client.reconnect_delay_set(0.5, 10)
+        self.client.on_connect = lambda *args: self._connected.set()
+        self.client.on_disconnect = lambda *args: self._connected.clear()
+        self.client.connect_async(host, port, keepalive=30)
+        self.client.loop_start()
+        if not self._connected.wait(connect_timeout_s):
+            self.client.loop_stop()
+            raise ConnectionError(f"MQTT broker {url} did not answer in {connect_timeout_s} s")
+        self._last = None
+        self.published = 0
+
+    def __call__(self, ping: Ping, shift_s: float = 0.0) -> None:
+        topic = f"cityos/{self.tenant}/Vehicle/{ping.vehicle_id}"
+        self._last = self.client.publish(topic, orjson.dumps(ping_observation(ping, shift_s)),
+                                         qos=1)
+        self.published += 1
+
+    def flush(self) -> None:
+        """Nothing is buffered here (paho sends in the background)."""
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Wait (up to ``timeout_s``) for the broker to acknowledge the last message,
+        then disconnect."""
+        deadline = time.monotonic() + timeout_s
+        if self._last is not None:
+            while not self._last.is_published() and time.monotonic() < deadline:
+                time.sleep(0.02)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class HttpPublisher:
+    """Publishes pings in batches to ``POST /apps/ingest/observations`` (a gateway).
+
+    Parameters
+    ----------
+    base_url : str
+    api_key : str
+        An operator key of ``tenant``.
+    tenant : str
+    """
+
+    def __init__(self, base_url: str, api_key: str, tenant: str, timeout_s: float = 10.0):
+        import httpx
+
+        headers = {"NGSILD-Tenant": tenant}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self.client = httpx.Client(base_url=base_url, headers=headers, timeout=timeout_s)
+        self._batch: list[dict] = []
+        self.published = 0
+
+    def __call__(self, ping: Ping, shift_s: float = 0.0) -> None:
+        body = ping_observation(ping, shift_s)
+        body["id"] = f"urn:ngsi-ld:Vehicle:{ping.vehicle_id}"
+        body["type"] = "Vehicle"
+        self._batch.append(body)
+        if len(self._batch) >= BATCH_MAX:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send what is waiting; kept for the next try when the server is away."""
+        if not self._batch:
+            return
+        import httpx
+
+        try:
+            response = self.client.post("/apps/ingest/observations", json=self._batch)
+        except httpx.TransportError as error:
+            log.warning("transit sim: ingest unreachable (%s); will retry", error)
+            return
+        if response.status_code >= 500:
+            log.warning("transit sim: ingest answered %s; will retry", response.status_code)
+            return
+        if response.status_code == 207:
+            log.warning("transit sim: some observations refused: %s", response.text[:500])
+        elif response.status_code >= 400:
+            log.warning("transit sim: ingest refused the batch: %s %s",
+                        response.status_code, response.text[:500])
+        self.published += len(self._batch)
+        self._batch = []
+
+    def close(self) -> None:
+        self.flush()
+        self.client.close()
+
+
+# ===================================================================== replay
+def run_feed(feed: Feed, publish: Callable[..., None], speedup: float = 1.0,
+             stop: threading.Event | None = None, *, day: date | None = None,
+             start_t: float | None = None, shift_s: float = 0.0,
+             scenario: str = "congested", seed: int = 0, timezone: str | None = None,
+             trace=None) -> int:
+    """Replay a simulated service day of ``feed`` through ``publish``, on a clock.
+
+    Parameters
+    ----------
+    feed : Feed
+    publish : callable
+        ``publish(ping, shift_s)``, e.g. a :class:`MqttPublisher`; its ``flush()`` is
+        called after each round of due pings when it has one.
+    speedup : float
+        Simulated seconds per wall-clock second (1: real time).
+    stop : threading.Event, optional
+        Set it to end the replay early.
+    day : date, optional
+        Service day; default today in the feed's time zone.
+    start_t : float, optional
+        POSIX instant of the simulated day to start from (earlier pings are skipped);
+        default the first ping.
+    shift_s : float
+        Added to every ping's time on the wire (a replay moved in time).
+    scenario, seed, timezone
+        As :func:`~cityos.apps.transit.synthetic.simulate_day`.
+    trace : DayTrace, optional
+        An already simulated day to replay instead.
+
+    Returns
+    -------
+    int
+        How many pings were published.
+    """
+    if speedup <= 0:
+        raise ValueError(f"speedup: {speedup} must be positive")
+    stop = stop or threading.Event()
+    tz = timezone or _feed_timezone(feed)
+    if trace is None:
+        day = day or datetime.now(ZoneInfo(tz)).date()
+        trace = simulate_day(feed, day, scenario=scenario, seed=seed, timezone=tz)
+    pings = trace.pings
+    if not pings:
+        return 0
+    # a late-delivered ping goes out when its turn in the delivery order comes
+    release = []
+    latest = float("-inf")
+    for ping in pings:
+        latest = max(latest, ping.t)
+        release.append(latest)
+    sim_start = start_t if start_t is not None else release[0]
+    index = next((i for i, r in enumerate(release) if r >= sim_start), len(pings))
+    wall_start = time.monotonic()
+    flush = getattr(publish, "flush", None)
+    sent = 0
+    while index < len(pings) and not stop.is_set():
+        now = sim_start + (time.monotonic() - wall_start) * speedup
+        while index < len(pings) and release[index] <= now:
+            publish(pings[index], shift_s)
+            index += 1
+            sent += 1
+        if flush is not None:
+            flush()
+        if index < len(pings):
+            wait = (release[index] - now) / speedup
+            stop.wait(min(max(wait, 0.0), 0.5))
+    return sent
+
+
+def _feed_timezone(feed: Feed) -> str:
+    return next((a.timezone for a in feed.agencies.values()), None) or "UTC"
+
+
+def replay_window(feed: Feed, now: datetime, seed: int = 0, scenario: str = "congested"):
+    """Which simulated day to play at wall-clock ``now`` and how: ``(trace, start_t,
+    shift_s)``.
+
+    Within the day's service the buses run on the clock (``shift_s`` 0). Outside it
+    (at night) the day is replayed from 07:00 local with every time moved to the
+    present, so the demo always has buses moving.
+    """
+    tz = _feed_timezone(feed)
+    local = now.astimezone(ZoneInfo(tz))
+    trace = simulate_day(feed, local.date(), scenario=scenario, seed=seed, timezone=tz)
+    now_t = now.timestamp()
+    times = np.sort(np.array([p.t for p in trace.pings]))
+    ahead = np.searchsorted(times, now_t)
+    if ahead < len(times) and times[ahead] <= now_t + 600:  # buses are out now
+        return trace, now_t, 0.0
+    start_t = service_day_origin(local.date(), tz) + FALLBACK_START_S
+    if not trace.pings:  # no service today at all: play the next weekday's
+        day = local.date()
+        for _ in range(7):
+            day += timedelta(days=1)
+            trace = simulate_day(feed, day, scenario=scenario, seed=seed, timezone=tz)
+            if trace.pings:
+                break
+        start_t = service_day_origin(day, tz) + FALLBACK_START_S
+    return trace, start_t, now_t - start_t
+
+
+def run(demo, speedup: float = DEMO_SPEEDUP, seed: int = 0,
+        scenario: str = "congested") -> None:
+    """The demo city's bus simulator: publish today's simulated pings through the
+    real ingest path until ``demo.stop`` is set.
+
+    Parameters
+    ----------
+    demo : DemoContext
+        MQTT when ``demo.mqtt_url`` is set, else HTTP with ``demo.api_key``.
+    speedup : float
+        Simulated seconds per wall-clock second.
+    """
+    feed = demo_feed(seed)
+    publisher = _demo_publisher(demo)
+    if publisher is None:
+        return
+    try:
+        while not demo.stop.is_set():
+            trace, start_t, shift_s = replay_window(feed, datetime.now(UTC), seed, scenario)
+            log.info("transit sim: %s pings of %s from %s (shifted %.0f s)",
+                     len(trace.pings), trace.service_date,
+                     datetime.fromtimestamp(start_t, UTC).isoformat(), shift_s)
+            run_feed(feed, publisher, speedup, demo.stop, trace=trace, start_t=start_t,
+                     shift_s=shift_s)
+            if speedup > 1 or shift_s:
+                continue  # an accelerated or shifted replay goes straight on
+            demo.stop.wait(60.0)  # the day is over: look again in a minute
+    finally:
+        publisher.close()
+
+
+def _demo_publisher(demo):
+    if demo.mqtt_url:
+        while not demo.stop.is_set():
+            try:
+                return MqttPublisher(demo.mqtt_url, demo.tenant,
+                                     client_id=f"cityos-transit-sim-{demo.tenant}")
+            except ConnectionError as error:
+                log.warning("transit sim: %s", error)
+                demo.stop.wait(2.0)
+        return None
+    publisher = HttpPublisher(demo.base_url, demo.api_key, demo.tenant)
+    import httpx
+
+    while not demo.stop.is_set():  # wait for the server to come up
+        try:
+            if publisher.client.get("/health").status_code == 200:
+                return publisher
+        except httpx.HTTPError:
+            pass
+        demo.stop.wait(0.5)
+    publisher.close()
+    return None
+
+
+def simulate_feed(feed: str | Path | Feed, *, mqtt_url: str | None = None,
+                  base_url: str | None = None, api_key: str = "", tenant: str = "default",
+                  speedup: float = 1.0, day: date | None = None, start_local_s: int | None = None,
+                  scenario: str = "congested", seed: int = 0,
+                  stop: threading.Event | None = None) -> int:
+    """Drive the vehicles of any GTFS feed (a path, read with
+    :func:`cityos.apps.transit.gtfs.read_feed`, or a :class:`Feed`) for a day.
+
+    Parameters
+    ----------
+    mqtt_url, base_url : str
+        Where to publish: a broker (preferred when both are given) or a server.
+    api_key, tenant : str
+    speedup : float
+        Simulated seconds per wall-clock second.
+    day : date, optional
+        Default today in the feed's time zone.
+    start_local_s : int, optional
+        GTFS time of day to start from (e.g. ``7 * 3600``); default the first trip.
+
+    Returns
+    -------
+    int
+        Pings published.
+    """
+    if not isinstance(feed, Feed):
+        from cityos.apps.transit.gtfs import read_feed
+
+        feed = read_feed(feed)
+    if mqtt_url:
+        publisher = MqttPublisher(mqtt_url, tenant)
+    elif base_url:
+        publisher = HttpPublisher(base_url, api_key, tenant)
+    else:
+        raise ValueError("mqtt_url or base_url: say where to publish the pings")
+    tz = _feed_timezone(feed)
+    day = day or datetime.now(ZoneInfo(tz)).date()
+    start_t = None if start_local_s is None else service_day_origin(day, tz) + start_local_s
+    try:
+        return run_feed(feed, publisher, speedup, stop, day=day, start_t=start_t,
+                        scenario=scenario, seed=seed, timezone=tz)
+    finally:
+        publisher.close()
