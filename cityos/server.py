@@ -46,7 +46,9 @@ OPTIONAL_ROUTERS = (
 
 # ===================================================================== errors
 def problem_response(error: NgsiLdError, headers: dict | None = None) -> JSONResponse:
-    """The ProblemDetails response of an NGSI-LD error."""
+    """The ProblemDetails response of an NGSI-LD error (with the headers its class
+    asks for, e.g. ``WWW-Authenticate`` on a 401)."""
+    headers = {**getattr(error, "headers", {}), **(headers or {})} or None
     return JSONResponse(error.problem(), status_code=error.status, headers=headers,
                         media_type="application/json")
 

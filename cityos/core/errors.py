@@ -65,6 +65,8 @@ class LdContextNotAvailable(NgsiLdError):
 
 class Unauthorized(NgsiLdError):
     error_type, title, status = "Unauthorized", "Unauthorized", 401
+    #: RFC 9110: a 401 names the scheme the client should use
+    headers = {"WWW-Authenticate": 'Bearer realm="cityos"'}
 
     @property
     def type_uri(self) -> str:  # not an NGSI-LD type; CityOS's own

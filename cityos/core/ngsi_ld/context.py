@@ -503,31 +503,29 @@ def canonical_entity(body: Any, context: LdContext) -> Any:
     """
     if not isinstance(body, dict):
         return body
-    out: dict = {}
-    for key, value in body.items():
-        if key == "@context":
-            continue
-        if key == "type":
-            out[key] = _map_types(value, context.to_canonical)
-        elif key in _ENTITY_KEYWORDS:
-            out[key] = value
-        else:
-            out[context.to_canonical(key)] = _map_attribute(value, context.to_canonical)
-    return out
+    return _rename_entity(body, context.to_canonical)
 
 
 def compact_entity(entity: dict, context: LdContext) -> dict:
     """Rename a stored entity's names to the names of ``context`` (the inverse)."""
     if context.is_core:
         return entity
+    return _rename_entity(entity, context.from_canonical)
+
+
+def _rename_entity(entity: dict, rename) -> dict:
+    """Rename the type(s), attributes and sub-attributes of an entity with ``rename``;
+    entity keywords are kept and ``@context`` is dropped."""
     out: dict = {}
     for key, value in entity.items():
+        if key == "@context":
+            continue
         if key == "type":
-            out[key] = _map_types(value, context.from_canonical)
+            out[key] = _map_types(value, rename)
         elif key in _ENTITY_KEYWORDS:
             out[key] = value
         else:
-            out[context.from_canonical(key)] = _map_attribute(value, context.from_canonical)
+            out[rename(key)] = _map_attribute(value, rename)
     return out
 
 

@@ -257,8 +257,10 @@ def _call(city, method, path, body, headers):
 ], ids=["none", "empty", "garbage", "basic", "forged"])
 def test_no_valid_key_is_401(city, two_tenants, headers):
     for method, path, body in PROTECTED:
-        answer = problem(_call(city, method, path, body, headers), 401, "Unauthorized")
+        response = _call(city, method, path, body, headers)
+        answer = problem(response, 401, "Unauthorized")
         assert "API key" in answer["detail"]
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
     north_bus_is_intact(city, two_tenants)
     assert city.get(f"{API}/entities/urn:ngsi-ld:Vehicle:7",
                     headers=two_tenants["north_viewer"]).status_code == 404
