@@ -26,11 +26,15 @@ from cityos.core.timefmt import format_datetime
 #: Static data of the demo city, in the order they run.
 DEMO_BUILDERS: list[str] = [
     "cityos.demo:build_core_sample",
+    "cityos.apps.transit.demo:build_transit_demo",  # transit: the GTFS feed, stops, routes
 ]
 
 #: Live feeds started while ``cityos demo`` serves.
 DEMO_SIMULATORS: list[str] = [
-    "cityos.web.demo_feed:run_demo_feed",  # core: two buses moving, one sample alert
+    # core: the sample alert (the transit app's simulator drives the buses, so the
+    # core's two sample buses, run_demo_feed, stay parked)
+    "cityos.web.demo_feed:run_alert_feed",
+    "cityos.apps.transit.sim:run",  # transit: the demo city's buses through ingest
 ]
 
 CITY_NAME = "Demo City"

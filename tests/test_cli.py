@@ -256,7 +256,8 @@ def test_demo_no_serve_builds_the_sample_city_idempotently(tmp_path, db_url):
     args = ["demo", "--no-serve", "--database-url", db_url, "--at", "2026-03-01T12:00:00Z"]
     first = invoke(*args)
     assert first.exit_code == 0, first.output
-    assert "Demo city: 8 entities in tenant 'default'" in first.stdout
+    # the core's 8 sample entities and the transit app's feed (1 agency, 108 stops, 5 routes)
+    assert "Demo city: 122 entities in tenant 'default'" in first.stdout
     key_file = tmp_path / "demo-key.txt"
     token = key_file.read_text().strip()
     assert f"Bearer {token}" in first.stdout
@@ -277,7 +278,8 @@ def test_demo_no_serve_builds_the_sample_city_idempotently(tmp_path, db_url):
 
     records, depth, rows, key = snapshot()
     assert key.role == "admin" and key.tenant == "default"
-    types = sorted(entity["type"] for entity, _ in records.values())
+    types = sorted(entity["type"] for entity, _ in records.values()
+                   if ":demo-city:" in entity["id"])
     assert types == ["Building", "GtfsStop", "GtfsStop", "GtfsStop", "GtfsStop", "Vehicle",
                      "WaterObserved", "WeatherObserved"]
     flood = records["urn:ngsi-ld:WaterObserved:demo-city:flood-01"][0]

@@ -102,7 +102,12 @@ def _wait_for_server(client: httpx.Client, demo: DemoContext) -> bool:
     return False
 
 
-def run_demo_feed(demo: DemoContext) -> None:
+def run_alert_feed(demo: DemoContext) -> None:
+    """Only raise the sample alert (when an app's simulator drives the buses)."""
+    run_demo_feed(demo, buses=())
+
+
+def run_demo_feed(demo: DemoContext, buses=BUSES) -> None:
     """Drive the buses and raise the sample alert until ``demo.stop`` is set."""
     headers = {"Authorization": f"Bearer {demo.api_key}", "NGSILD-Tenant": demo.tenant}
     with httpx.Client(base_url=demo.base_url, headers=headers, timeout=10.0) as client:
@@ -110,17 +115,18 @@ def run_demo_feed(demo: DemoContext) -> None:
             return
         routes = demo_bus_routes()
         walkers = [RouteWalker(routes[index % len(routes)], 0.1 * index)
-                   for _, _, index in BUSES]
+                   for _, _, index in buses]
         started = time.monotonic()
         alert_raised = False
         step_m = BUS_SPEED_KMH / 3.6 * TICK_S
         while not demo.stop.is_set():
             fragments = []
-            for (local_id, name, _), walker in zip(BUSES, walkers, strict=True):
+            for (local_id, name, _), walker in zip(buses, walkers, strict=True):
                 fragments.append(bus_fragment(local_id, name, *walker.advance(step_m)))
             try:
-                client.post("/ngsi-ld/v1/entityOperations/upsert", params={"options": "update"},
-                            json=fragments).raise_for_status()
+                if fragments:
+                    client.post("/ngsi-ld/v1/entityOperations/upsert",
+                                params={"options": "update"}, json=fragments).raise_for_status()
                 if not alert_raised and time.monotonic() - started >= ALERT_AFTER_S:
                     alert = flood_alert(client)
                     if alert is not None:

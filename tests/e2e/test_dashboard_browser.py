@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from cityos.apps.transit.entities import feed_entities
+from cityos.apps.transit.synthetic import demo_feed
 from cityos.demo import CITY_CENTRE, demo_anchor, sample_entities
 from cityos.web.alerts import alert_entity
 
@@ -70,6 +72,8 @@ def city(server):
             "location": {"type": "GeoProperty", "value": _point(0.001, 0.001)}},
         ).raise_for_status()
     demo_ids = [e["id"] for e in sample_entities(demo_anchor(now))]
+    # the transit app's demo feed: its stops and routes are on the map too
+    demo_ids += [e["id"] for e in feed_entities(demo_feed()) if "location" in e]
     return {"demo": demo_ids, "seeded": [VEHICLE, SENSOR_HISTORY, SENSOR_LIVE, ZONE]}
 
 

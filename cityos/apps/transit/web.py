@@ -1,0 +1,36 @@
+"""The transit app's map layers on the dashboard: buses by delay, stops, routes.
+
+Buses are coloured by ``punctuality``, the class of their ``delaySeconds`` that the
+transit service writes onto each ``Vehicle`` (see :mod:`cityos.apps.transit.service`,
+:func:`punctuality`): early, on time, late, very late, with the on-time window of the
+operations analytics (-1 / +5 min). A stop links to its stop board.
+"""
+
+from __future__ import annotations
+
+from cityos.web.layers import ColorCategories, LayerSpec, register_layer
+
+#: Punctuality classes: colour and title per language.
+PUNCTUALITY = {
+    "early": ("#4cc9f0", {"en": "Early (> 1 min)", "ja": "早発（1分超）"}),
+    "onTime": ("#2ec4b6", {"en": "On time", "ja": "定時"}),
+    "late": ("#ff9f1c", {"en": "Late (> 5 min)", "ja": "遅延（5分超）"}),
+    "veryLate": ("#e63946", {"en": "Very late (> 10 min)", "ja": "大幅遅延（10分超）"}),
+}
+
+TRANSIT_LAYERS = (
+    # titles as the core's defaults, so the dashboard reads the same in every language
+    LayerSpec("Vehicle", {"en": "Vehicles", "ja": "車両"}, color="#ffd166", geometry="point",
+              cluster=False, order=80, marker="square",
+              color_by=ColorCategories("punctuality",
+                                       {k: v[0] for k, v in PUNCTUALITY.items()},
+                                       other="#ffd166",
+                                       labels={k: v[1] for k, v in PUNCTUALITY.items()})),
+    LayerSpec("GtfsStop", {"en": "Bus stops", "ja": "バス停"}, color="#c77dff",
+              geometry="point", order=40, app_url="/apps/transit/stops/{id}/board"),
+    LayerSpec("GtfsRoute", {"en": "Bus routes", "ja": "バス路線"}, color="#8d99ae",
+              geometry="line", order=30, label_attribute="shortName"),
+)
+
+for _spec in TRANSIT_LAYERS:
+    register_layer(_spec)

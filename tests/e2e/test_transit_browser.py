@@ -1,0 +1,86 @@
+"""The stop board in a real browser: live and scheduled arrivals, in English and Japanese.
+
+The module's server has the demo city's feed (``cityos demo --no-serve``); a few
+minutes of simulated buses, moved to the present, are posted through the HTTP ingest
+path so that the board has live predictions whatever the time of day.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from cityos.apps.transit.sim import ping_observation, replay_window
+from cityos.apps.transit.synthetic import demo_feed
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+VEHICLES = 3
+LEAD_S = 300.0
+
+
+@pytest.fixture(scope="module")
+def live_stop(server) -> str:
+    """Post a few minutes of buses ending now; return a stop with a live prediction."""
+    feed = demo_feed()
+    trace, start_t, shift_s = replay_window(feed, datetime.now(UTC))
+    recent = [p for p in trace.pings if start_t - LEAD_S <= p.t < start_t]
+    vehicles = sorted({p.vehicle_id for p in recent})[:VEHICLES]
+    bodies = [{**ping_observation(p, shift_s), "id": f"urn:ngsi-ld:Vehicle:{p.vehicle_id}",
+               "type": "Vehicle"} for p in recent if p.vehicle_id in vehicles]
+    assert bodies, "the simulated day has buses out"
+    with server.client("operator") as api:
+        for start in range(0, len(bodies), 1000):
+            api.post("/apps/ingest/observations",
+                     json=bodies[start:start + 1000]).raise_for_status()
+    from google.transit import gtfs_realtime_pb2 as rt
+
+    deadline = time.monotonic() + 60
+    with server.client("viewer") as api:
+        while time.monotonic() < deadline:
+            message = rt.FeedMessage()
+            message.ParseFromString(api.get("/apps/transit/gtfs-rt/trip-updates").content)
+            for entity in message.entity:
+                updates = entity.trip_update.stop_time_update
+                if len(updates) >= 2:
+                    return updates[1].stop_id
+            time.sleep(0.5)
+    pytest.fail("no trip updates came out of the posted observations")
+
+
+def test_stop_board_shows_live_arrivals(open_page, server, live_stop, screenshots):
+    page = open_page(width=1280, height=720)
+    page.goto(f"{server.url}/apps/transit/stops/{live_stop}/board"
+              f"?api_key={server.keys['viewer']}")
+    page.wait_for_selector('#rows tr[data-live="true"]', timeout=15000)
+    assert page.locator("html").get_attribute("lang") == "en"
+    assert page.locator("#stop-name").inner_text() == demo_feed().stops[live_stop].name
+    live = page.locator('#rows tr[data-live="true"] .kind').first.inner_text()
+    assert live == "Live"
+    due = page.locator('#rows tr[data-live="true"] .due').first.inner_text()
+    assert "min" in due or "Now" in due
+    scheduled = page.locator('#rows tr[data-live="false"] .kind')
+    if scheduled.count():
+        assert scheduled.first.inner_text() == "Scheduled"
+    page.screenshot(path=screenshots / "stop-board-en.png")
+
+
+def test_stop_board_speaks_japanese(open_page, server, live_stop):
+    page = open_page(width=1280, height=720, locale="ja-JP")
+    page.goto(f"{server.url}/apps/transit/stops/{live_stop}/board"
+              f"?api_key={server.keys['viewer']}")
+    page.wait_for_selector('#rows tr[data-live="true"]', timeout=15000)
+    assert page.locator("html").get_attribute("lang") == "ja"
+    assert page.locator("th").nth(1).inner_text() == "行先"
+    assert page.locator('#rows tr[data-live="true"] .kind').first.inner_text() == "運行情報"
+
+
+def test_stop_board_without_a_key_says_so(open_page, server, live_stop):
+    page = open_page(width=1280, height=720)
+    page.goto(f"{server.url}/apps/transit/stops/{live_stop}/board")
+    page.wait_for_function(
+        "document.getElementById('message').textContent.includes('viewer key')",
+        timeout=10000)
+    assert page.locator("#board").is_hidden()
