@@ -291,6 +291,15 @@ def _trip_descriptor(target: rt.TripDescriptor, *, trip_id: str | None, route_id
                      direction_id: int | None = None,
                      schedule_relationship: str | None = None) -> None:
     if trip_id:
+        # a run of a frequency-based trip is known here as "<trip_id>@HH:MM:SS"; the
+        # specification wants the feed's trip_id and the run's start_time apart
+        from cityos.apps.transit.assignment import split_instance_id
+
+        template, start_s = split_instance_id(trip_id)
+        if start_s is not None:
+            trip_id = template
+            start_time = start_time or \
+                f"{start_s // 3600:02d}:{start_s // 60 % 60:02d}:{start_s % 60:02d}"
         target.trip_id = trip_id
     if route_id:
         target.route_id = route_id

@@ -303,3 +303,15 @@ def test_spec_trip_updates_example_parses_and_misses_arrivals_where_the_spec_now
         "E043 entity[1] '3' trip_update.stop_time_update[1]: a SCHEDULED "
         "stop_time_update needs arrival or departure",
     ]
+
+
+def test_a_run_of_a_frequency_trip_is_published_as_trip_id_and_start_time():
+    from cityos.apps.transit.gtfs_rt import _trip_descriptor
+
+    descriptor = rt.TripDescriptor()
+    _trip_descriptor(descriptor, trip_id="R1-weekday@25:10:05", route_id="R1",
+                     start_date="20260302")
+    assert (descriptor.trip_id, descriptor.start_time) == ("R1-weekday", "25:10:05")
+    plain = rt.TripDescriptor()
+    _trip_descriptor(plain, trip_id="T7", route_id="R1")
+    assert (plain.trip_id, plain.start_time) == ("T7", "")
