@@ -279,6 +279,22 @@ def _feed_timezone(feed: Feed) -> str:
     return next((a.timezone for a in feed.agencies.values()), None) or "UTC"
 
 
+def service_day_like(feed: Feed, day: date) -> date | None:
+    """The latest date the feed has service on the same weekday as ``day``, for
+    driving a feed whose calendar does not cover ``day``; None when there is none."""
+    ends = [cal.end for cal in feed.calendars.values() if cal.end is not None]
+    ends += [added for cal in feed.calendars.values() for added in cal.added]
+    if not ends:
+        return None
+    candidate = max(ends)
+    candidate -= timedelta(days=(candidate.weekday() - day.weekday()) % 7)
+    for _ in range(60):  # at most 60 weeks back
+        if feed.trips_on(candidate):
+            return candidate
+        candidate -= timedelta(days=7)
+    return None
+
+
 def replay_window(feed: Feed, now: datetime, seed: int = 0, scenario: str = "congested"):
     """Which simulated day to play at wall-clock ``now`` and how: ``(trace, start_t,
     shift_s)``.
@@ -398,7 +414,10 @@ def simulate_feed(feed: str | Path | Feed, *, mqtt_url: str | None = None,
     else:
         raise ValueError("mqtt_url or base_url: say where to publish the pings")
     tz = _feed_timezone(feed)
-    day = day or datetime.now(ZoneInfo(tz)).date()
+    if day is None:
+        day = datetime.now(ZoneInfo(tz)).date()
+        if not feed.trips_on(day):  # an expired (or not yet valid) feed: a day like today
+            day = service_day_like(feed, day) or day
     start_t = None if start_local_s is None else service_day_origin(day, tz) + start_local_s
     try:
         return run_feed(feed, publisher, speedup, stop, day=day, start_t=start_t,

@@ -29,6 +29,19 @@ for a seed:
   stops; a few outages of several minutes per vehicle, ~1 % duplicated and ~1 %
   late-delivered pings (:attr:`DayTrace.pings` is in delivery order).
 
+Real feeds leave times out, and the simulator fills them in before it plays a trip:
+
+- times missing between timed stops are interpolated by metres along the shape; stops
+  before the first or after the last timed one are reached at the pace of the timed
+  part (:data:`UNTIMED_SPEED_KMH` when it has none);
+- a trip with no times at all (every Transjakarta trip) gets a synthetic timetable:
+  :data:`UNTIMED_SPEED_KMH` along its shape with :data:`UNTIMED_DWELL_S` dwells, and,
+  unless ``frequencies.txt`` runs it, a departure every :data:`UNTIMED_HEADWAY_S` from
+  06:00 to 22:00, staggered per trip so the routes do not all leave at once;
+- a trip with fewer than two stops, or with stops that have no place along its path,
+  cannot be driven and is skipped, counted by reason in
+  :attr:`SimulatedDay.skipped_trips`.
+
 How the pings reveal harsh braking
 ----------------------------------
 Like most bus telematics units, the simulated devices keep a 1 Hz buffer of speed
@@ -49,7 +62,7 @@ import math
 import re
 import zipfile
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
@@ -568,6 +581,18 @@ LATE_SHARE = 0.01
 LATE_DELIVERY_S = (30.0, 240.0)
 HARSH_DECEL_G = (0.55, 0.65)
 NORMAL_DECEL_MPS2 = (0.9, 1.4)
+#: A trip without times runs at this scheduled speed along its shape (a city bus in
+#: traffic, stops included) ...
+UNTIMED_SPEED_KMH = 20.0
+#: ... standing this long at each intermediate stop ...
+UNTIMED_DWELL_S = 20
+#: ... and, unless frequencies.txt says otherwise, leaves every this often between
+#: these times of the service day (a typical urban daytime headway).
+UNTIMED_HEADWAY_S = 30 * 60
+UNTIMED_SERVICE_S = (6 * 3600, 22 * 3600)
+#: Pace of an extrapolated stretch, when taken from a trip's timed part, kept in
+#: these bounds (m/s): a timetable typo must not teleport the bus.
+PACE_BOUNDS_MPS = (8 / 3.6, 80 / 3.6)
 SHIFT_CHANGE_S = 14 * 3600  # drivers of a block change over at the first trip after it
 
 
@@ -786,6 +811,11 @@ class SimulatedDay(DayTrace):
     harsh_driver_id : str
     vehicles : dict
         Vehicle id -> the trip ids it ran, in order.
+    skipped_trips : dict
+        Why trips of the day did not run -> how many (e.g. ``"fewer than two stop
+        times"``); empty when every trip ran.
+    synthesised_timetables : int
+        Trips that had no times at all and ran on a synthetic timetable.
     """
 
     congestion: dict = field(default_factory=dict)
@@ -793,6 +823,8 @@ class SimulatedDay(DayTrace):
     harsh_driver_id: str | None = None
     vehicles: dict = field(default_factory=dict)
     timezone: str = "UTC"
+    skipped_trips: dict = field(default_factory=dict)
+    synthesised_timetables: int = 0
 
 
 @dataclass
@@ -814,10 +846,85 @@ class _Run:
     decel: np.ndarray  # per stop approached
 
 
-def _instances(feed: Feed, day: date, route_ids) -> list[tuple[float, str, float]]:
-    """``(scheduled start, trip_id, offset_s)`` of every trip run on ``day``;
-    frequency-based trips once per headway."""
-    out = []
+#: Metres per stop assumed where a trip's stops have no usable distances.
+_NOMINAL_STOP_SPACING_M = 400.0
+
+
+def _complete_times(arrival: np.ndarray, departure: np.ndarray, dist_m: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray] | None:
+    """A trip's times with every gap filled, or None when it has no time at all.
+
+    A time given on one side of a stop stands for both; stops between timed ones are
+    interpolated by metres along the path (leaving the stop before, reaching the stop
+    after); stops beyond the first or last timed one are reached at the pace of the
+    timed part (:data:`UNTIMED_SPEED_KMH` when it has none), without dwelling.
+    """
+    arrival = np.where(np.isnan(arrival), departure, arrival).astype(float)
+    departure = np.where(np.isnan(departure), arrival, departure).astype(float)
+    timed = np.flatnonzero(np.isfinite(arrival))
+    if not len(timed):
+        return None
+    if len(timed) == len(arrival):
+        return arrival, departure
+    n = len(arrival)
+    x = np.asarray(dist_m, dtype=float)
+    if not (np.isfinite(x).all() and (np.diff(x) >= 0).all()):
+        x = np.arange(n) * _NOMINAL_STOP_SPACING_M
+    first, last = int(timed[0]), int(timed[-1])
+    inner = np.flatnonzero(np.isnan(arrival))
+    inner = inner[(inner > first) & (inner < last)]
+    if len(inner):
+        line_x = np.repeat(x[timed], 2)
+        line_t = np.column_stack([arrival[timed], departure[timed]]).ravel()
+        arrival[inner] = departure[inner] = np.interp(x[inner], line_x, line_t)
+    span_t, span_x = arrival[last] - departure[first], x[last] - x[first]
+    pace = span_x / span_t if span_t > 0 and span_x > 0 else UNTIMED_SPEED_KMH / 3.6
+    pace = min(max(pace, PACE_BOUNDS_MPS[0]), PACE_BOUNDS_MPS[1])
+    head, tail = np.arange(first), np.arange(last + 1, n)
+    arrival[head] = departure[head] = arrival[first] - (x[first] - x[head]) / pace
+    arrival[tail] = departure[tail] = departure[last] + (x[tail] - x[last]) / pace
+    return arrival, departure
+
+
+def _synthetic_times(dist_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A timetable from 0 s for a trip without times: :data:`UNTIMED_SPEED_KMH`
+    along the path, :data:`UNTIMED_DWELL_S` at each stop but the ends."""
+    run = np.maximum(np.diff(dist_m), 0.0) / (UNTIMED_SPEED_KMH / 3.6)
+    dwell = np.full(len(dist_m), float(UNTIMED_DWELL_S))
+    dwell[0] = dwell[-1] = 0.0
+    departure = np.round(np.cumsum(np.concatenate([[0.0], run]) + dwell))
+    return departure - dwell, departure
+
+
+def _untimed_starts(trip_id: str) -> list[int]:
+    """Departures of a trip without times that frequencies.txt does not run: every
+    :data:`UNTIMED_HEADWAY_S` over :data:`UNTIMED_SERVICE_S`, from a whole minute
+    of the first headway that is the trip's own (stable, so the routes spread out)."""
+    stagger = int(_unit("untimed", trip_id) * UNTIMED_HEADWAY_S) // 60 * 60
+    first, last = UNTIMED_SERVICE_S
+    return list(range(first + stagger, last, UNTIMED_HEADWAY_S))
+
+
+@dataclass
+class _Plan:
+    """The trip instances of a day and what could not be run."""
+
+    #: ``(scheduled start, trip, offset_s, schedule with every time, pattern, repeated)``;
+    #: ``repeated`` trips run more than once a day, a vehicle per run.
+    instances: list = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+    synthesised: int = 0
+
+
+def _plan(feed: Feed, day: date, route_ids, cache: dict) -> _Plan:
+    """Every trip instance run on ``day`` (frequency-based and untimed trips once per
+    headway), each with a complete timetable; trips that cannot run are counted by
+    reason."""
+    plan = _Plan()
+
+    def skip(reason: str) -> None:
+        plan.skipped[reason] = plan.skipped.get(reason, 0) + 1
+
     for trip_id in feed.trips_on(day):
         trip = feed.trips[trip_id]
         if route_ids is not None and trip.route_id not in route_ids:
@@ -825,19 +932,42 @@ def _instances(feed: Feed, day: date, route_ids) -> list[tuple[float, str, float
         try:
             schedule = feed.schedule(trip_id)
         except KeyError:
+            skip("no stop times")
             continue
         if len(schedule) < 2:
+            skip("fewer than two stop times")
             continue
-        first = float(schedule.departure_s[0])
+        missing = [s for s in schedule.stop_ids if s not in feed.stops]
+        if missing:
+            skip("stop not in the feed")
+            continue
+        pattern = _pattern(feed, trip, schedule.stop_ids, schedule.shape_dist_m, cache)
+        if not np.isfinite(pattern.dist_m).all():
+            skip("stops without a position")
+            continue
+        times = _complete_times(schedule.arrival_s, schedule.departure_s, pattern.dist_m)
         periods = feed.frequencies.get(trip_id)
+        if times is None:
+            times = _synthetic_times(pattern.dist_m)
+            plan.synthesised += 1
+            starts = None if periods else _untimed_starts(trip_id)
+        else:
+            starts = None
+        schedule = replace(schedule, arrival_s=times[0], departure_s=times[1])
+        first = float(schedule.departure_s[0])
         if periods:
             for period in periods:
                 for start in range(period.start_s, period.end_s, max(period.headway_s, 1)):
-                    out.append((float(start), trip_id, start - first))
+                    plan.instances.append((float(start), trip, start - first, schedule,
+                                           pattern, True))
+        elif starts is not None:
+            for start in starts:
+                plan.instances.append((float(start), trip, start - first, schedule,
+                                       pattern, True))
         else:
-            out.append((first, trip_id, 0.0))
-    out.sort(key=lambda item: (item[0], item[1]))
-    return out
+            plan.instances.append((first, trip, 0.0, schedule, pattern, False))
+    plan.instances.sort(key=lambda item: (item[0], item[1].trip_id))
+    return plan
 
 
 def _free_speeds(records) -> dict:
@@ -866,7 +996,9 @@ def simulate_day(feed: Feed, day: date, scenario: str = "congested", seed: int =
     ----------
     feed : Feed
         Any feed (blocks, shapes and ``shape_dist_m`` are used where present;
-        frequency-based trips run once per headway, keeping the template's trip id).
+        frequency-based trips run once per headway, keeping the template's trip id;
+        missing times are filled in, and trips with none run on a synthetic
+        timetable, as the module describes).
     day : date
         The service date.
     scenario : {"congested", "normal"}
@@ -896,14 +1028,10 @@ def simulate_day(feed: Feed, day: date, scenario: str = "congested", seed: int =
     harsh = harsh_driver_id(feed, seed)
     cache: dict = {}
 
-    planned = []  # (start, trip, offset, schedule, pattern)
-    for start, trip_id, offset in _instances(feed, day, routes):
-        trip = feed.trips[trip_id]
-        schedule = feed.schedule(trip_id)
-        pattern = _pattern(feed, trip, schedule.stop_ids, schedule.shape_dist_m, cache)
-        planned.append((start, trip, offset, schedule, pattern))
+    plan = _plan(feed, day, routes, cache)
+    planned = plan.instances
     free_speed = _free_speeds((s.stop_ids, p.dist_m, s.arrival_s, s.departure_s)
-                              for _, _, _, s, p in planned)
+                              for _, _, _, s, p, _ in planned)
 
     def free_speed_of(key):
         # a segment's own pace, with a little of its own character (junctions, lights)
@@ -923,16 +1051,16 @@ def simulate_day(feed: Feed, day: date, scenario: str = "congested", seed: int =
     frequency_count: dict[str, int] = {}
     route_turns: dict[str, int] = {}
 
-    for start, trip, offset, schedule, pattern in planned:
+    for start, trip, offset, schedule, pattern, repeated in planned:
         n = len(schedule)
-        if trip.block_id and not offset and trip.trip_id not in feed.frequencies:
+        if trip.block_id and not repeated:
             vehicle = vehicle_of_block(trip.block_id)
             shift = "am" if start < SHIFT_CHANGE_S else "pm"
             driver = f"drv-{_short_id(trip.block_id)}-{shift}"
         else:  # no block: a vehicle per trip, the route's drivers taking turns
             number = frequency_count[trip.trip_id] = frequency_count.get(trip.trip_id, 0) + 1
             vehicle = f"bus-{_short_id(trip.trip_id)}"
-            if trip.trip_id in feed.frequencies:
+            if repeated:
                 vehicle += f"-{number}"
             turn = route_turns[trip.route_id] = route_turns.get(trip.route_id, -1) + 1
             driver = f"drv-{_short_id(trip.route_id)}-{turn % 10:02d}"
@@ -1026,7 +1154,8 @@ def simulate_day(feed: Feed, day: date, scenario: str = "congested", seed: int =
     congestion = {key: f for key, f in peak_factor.items()}
     return SimulatedDay(day, arrivals, pings, scenario, congestion=congestion,
                         free_run_s=free_run, harsh_driver_id=harsh, vehicles=vehicles,
-                        timezone=tz)
+                        timezone=tz, skipped_trips=plan.skipped,
+                        synthesised_timetables=plan.synthesised)
 
 
 # ---------------------------------------------------------------------- pings

@@ -447,3 +447,121 @@ def test_demo_simulator_publishes_vehicles_through_mqtt_into_the_store(tmp_path)
         assert "observedAt" in bus[name], name
     assert bus["tripId"]["value"] in demo_feed().trips
     assert bus["speed"]["unitCode"] == "KMH" and 0 <= bus["speed"]["value"] < 80
+
+
+# ------------------------------------------------------- real feeds' missing times
+UNTIMED_DAY = date(2024, 3, 5)  # a Tuesday
+UNTIMED_FEED = {
+    "agency.txt": "agency_id,agency_name,agency_url,agency_timezone\n"
+                  "BSB,Bas Bandar,http://bus.example,Asia/Brunei\n",
+    # four stops due north, 0.0045 deg (~498 m) apart
+    "stops.txt": "stop_id,stop_name,stop_lat,stop_lon\n"
+                 "S1,Terminal,4.8900,114.9400\n"
+                 "S2,Kianggeh,4.8945,114.9400\n"
+                 "S3,Gadong,4.8990,114.9400\n"
+                 "S4,Beribi,4.9035,114.9400\n",
+    "routes.txt": "route_id,agency_id,route_short_name,route_type\nR1,BSB,1,3\n",
+    "trips.txt": "route_id,service_id,trip_id\n"
+                 "R1,WK,untimed\nR1,WK,ends\nR1,WK,lonely\nR1,WK,empty\n",
+    "stop_times.txt": "trip_id,arrival_time,departure_time,stop_id,stop_sequence\n"
+                      "untimed,,,S1,1\nuntimed,,,S2,2\nuntimed,,,S3,3\nuntimed,,,S4,4\n"
+                      "ends,,,S1,1\nends,08:00:00,08:00:00,S2,2\n"
+                      "ends,08:02:00,08:02:00,S3,3\nends,,,S4,4\n"
+                      "lonely,09:00:00,09:00:00,S1,1\n",
+    "calendar.txt": "service_id,monday,tuesday,wednesday,thursday,friday,saturday,sunday,"
+                    "start_date,end_date\nWK,1,1,1,1,1,0,0,20240101,20241231\n",
+}
+
+
+def runs_of(trace) -> dict[tuple[str, str], list]:
+    """Arrivals per (trip, vehicle): one run of a trip."""
+    runs = defaultdict(list)
+    for arrival in trace.arrivals:
+        runs[(arrival.trip_id, arrival.vehicle_id)].append(arrival)
+    return runs
+
+
+def assert_runs_are_whole(trace) -> None:
+    """No NaN anywhere, every run in stop order and forward in time."""
+    assert trace.arrivals and trace.pings
+    for arrivals in runs_of(trace).values():
+        times = np.array([t for a in arrivals for t in (a.arrival_t, a.departure_t)])
+        assert np.isfinite(times).all() and (np.diff(times) >= 0).all()
+    fixes = np.array([(p.t, p.lat, p.lon, p.speed_mps) for p in trace.pings])
+    assert np.isfinite(fixes).all()
+
+
+def test_synthetic_timetable_runs_the_path_at_the_typical_speed():
+    arrival, departure = synthetic._synthetic_times(np.array([0.0, 500.0, 1000.0]))
+    # 500 m at 20 km/h is 90 s; 20 s at the middle stop, none at the ends
+    assert arrival.tolist() == [0, 90, 200] and departure.tolist() == [0, 110, 200]
+
+
+def test_a_feed_with_untimed_stops_and_trips_is_simulated_sensibly(tmp_path):
+    from cityos.apps.transit.gtfs import read_feed
+
+    for name, text in UNTIMED_FEED.items():
+        (tmp_path / name).write_text(text)
+    gtfs = read_feed(tmp_path)
+    assert np.isnan(gtfs.schedule("untimed").arrival_s).all()
+    trace = simulate_day(gtfs, UNTIMED_DAY, seed=0)
+    assert_runs_are_whole(trace)
+    origin = service_day_origin(UNTIMED_DAY, "Asia/Brunei")
+    runs = runs_of(trace)
+    # untimed ends reached at the pace of the timed middle: 498 m in 2 min before 08:00
+    (ends,) = [r for (trip, _), r in runs.items() if trip == "ends"]
+    assert [a.stop_id for a in ends] == ["S1", "S2", "S3", "S4"]
+    assert abs(ends[0].departure_t - (origin + 7 * 3600 + 58 * 60)) < 1.0
+    # no times at all: a run every 30 min from a whole minute of 06:00-06:30 to 22:00
+    starts = sorted(r[0].departure_t - origin for (trip, _), r in runs.items()
+                    if trip == "untimed")
+    assert len(starts) == 32 and set(np.diff(starts)) == {1800.0}
+    assert 6 * 3600 <= starts[0] < 6.5 * 3600 and starts[0] % 60 == 0
+    assert len({v for (trip, v) in runs if trip == "untimed"}) == 32
+    # what cannot run is skipped, counted by reason
+    assert trace.synthesised_timetables == 1
+    assert trace.skipped_trips == {"fewer than two stop times": 1, "no stop times": 1}
+    assert {trip for trip, _ in runs} == {"untimed", "ends"}
+
+
+def test_transjakarta_whose_trips_have_no_times_runs_on_synthetic_timetables():
+    from cityos.apps.transit.gtfs import read_feed
+    from tests.apps.transit.test_gtfs import JAKARTA, _real
+
+    gtfs = read_feed(_real(JAKARTA), skip_invalid=True)
+    day = date(2021, 10, 5)  # a Tuesday
+    routes = sorted({gtfs.trips[t].route_id for t in gtfs.trips_on(day)})[:4]
+    trips = {t for t in gtfs.trips_on(day) if gtfs.trips[t].route_id in routes}
+    assert all(np.isnan(gtfs.schedule(t).arrival_s).all() for t in trips)
+    trace = simulate_day(gtfs, day, seed=0, route_ids=routes)
+    assert_runs_are_whole(trace)
+    assert trace.skipped_trips == {} and trace.synthesised_timetables == len(trips)
+    runs = runs_of(trace)
+    assert {trip for trip, _ in runs} == trips
+    assert len(runs) == 32 * len(trips)
+    speeds = []
+    for (trip, _), arrivals in runs.items():
+        along = gtfs.schedule(trip).shape_dist_m
+        hours = (arrivals[-1].arrival_t - arrivals[0].departure_t) / 3600
+        speeds.append((along[-1] - along[0]) / 1000 / hours)
+    # a bus in city traffic: scheduled at 20 km/h with dwells, slower in the rush hours
+    assert 5 < min(speeds) and max(speeds) < 30 and 14 < np.median(speeds) < 20
+
+
+def test_an_expired_feed_is_driven_on_its_last_day_like_today():
+    from dataclasses import replace
+
+    from cityos.apps.transit.sim import service_day_like
+
+    feed = synthetic.demo_feed()
+    # cut every calendar off at the end of 2021, as an old feed would be
+    for calendar in feed.calendars.values():
+        calendar.start, calendar.end = date(2021, 1, 1), date(2021, 12, 31)
+        calendar.added = {d for d in calendar.added if d.year <= 2021}
+    wednesday = date(2026, 11, 25)
+    assert not feed.trips_on(wednesday)
+    chosen = service_day_like(feed, wednesday)
+    assert chosen == date(2021, 12, 29)  # the last Wednesday the feed runs
+    assert chosen.weekday() == wednesday.weekday() and feed.trips_on(chosen)
+    empty = replace(feed, calendars={})
+    assert service_day_like(empty, wednesday) is None
