@@ -43,11 +43,13 @@ def live_stop(server) -> str:
             message = rt.FeedMessage()
             message.ParseFromString(api.get("/apps/transit/gtfs-rt/trip-updates").content)
             for entity in message.entity:
-                updates = entity.trip_update.stop_time_update
-                # the board leaves out a trip's last stop (buses only set down there):
-                # take a stop with at least one more after it
-                if len(updates) >= 3:
-                    return updates[1].stop_id
+                # the board leaves out a trip's last stop (buses only set down there)
+                # and rows already passed: take a stop whose board has a live row
+                for update in entity.trip_update.stop_time_update[1:-1]:
+                    board = api.get(f"/apps/transit/stops/{update.stop_id}/arrivals")
+                    if board.status_code == 200 and any(
+                            row.get("live") for row in board.json()["arrivals"]):
+                        return update.stop_id
             time.sleep(0.5)
     pytest.fail("no trip updates came out of the posted observations")
 
