@@ -139,6 +139,7 @@ class Backend:
 
     name = "?"
     url = ""
+    placeholder = "?"  # the DB-API parameter marker of the driver
 
     def raw_insert_entities(self, tenant: str, rows: list[tuple]) -> float:
         """Insert ``(id, types_json, doc_json)`` rows in one transaction; seconds."""
@@ -160,10 +161,16 @@ class Backend:
         raise NotImplementedError
 
     def has_history(self, tenant: str, entity_id: str, attribute: str, observed_us: int) -> bool:
-        raise NotImplementedError
+        p = self.placeholder
+        return self.conn.execute(
+            f"SELECT 1 FROM history WHERE tenant = {p} AND entity_id = {p} AND attribute = {p} "
+            f"AND dataset_id = '@none' AND observed_us = {p}",
+            (tenant, entity_id, attribute, observed_us)).fetchone() is not None
 
     def count_history(self, tenant: str) -> int:
-        raise NotImplementedError
+        return self.conn.execute(
+            f"SELECT count(*) FROM history WHERE tenant = {self.placeholder}",
+            (tenant,)).fetchone()[0]
 
     def analyze(self) -> None:
         """Refresh the planner's statistics after a bulk load."""
@@ -252,20 +259,11 @@ class SqliteBackend(Backend):
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    def has_history(self, tenant, entity_id, attribute, observed_us):
-        return self.conn.execute(
-            "SELECT 1 FROM history WHERE tenant = ? AND entity_id = ? AND attribute = ? "
-            "AND dataset_id = '@none' AND observed_us = ?",
-            (tenant, entity_id, attribute, observed_us)).fetchone() is not None
-
-    def count_history(self, tenant):
-        return self.conn.execute("SELECT count(*) FROM history WHERE tenant = ?",
-                                 (tenant,)).fetchone()[0]
-
 
 class PostgresBackend(Backend):
     name = "PostgreSQL"
     raw_method = "SQL COPY"
+    placeholder = "%s"
 
     def __init__(self, admin_url: str):
         import psycopg
@@ -351,16 +349,6 @@ class PostgresBackend(Backend):
             conn.execute(definition)
         conn.execute("RESET maintenance_work_mem")
         conn.execute("VACUUM (ANALYZE) history")
-
-    def has_history(self, tenant, entity_id, attribute, observed_us):
-        return self.conn.execute(
-            "SELECT 1 FROM history WHERE tenant = %s AND entity_id = %s AND attribute = %s "
-            "AND dataset_id = '@none' AND observed_us = %s",
-            (tenant, entity_id, attribute, observed_us)).fetchone() is not None
-
-    def count_history(self, tenant):
-        return self.conn.execute("SELECT count(*) FROM history WHERE tenant = %s",
-                                 (tenant,)).fetchone()[0]
 
     def close(self):
         import psycopg
