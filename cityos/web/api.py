@@ -45,6 +45,7 @@ from cityos.web.basemap import demo_basemap
 from cityos.web.core_layers import register_core_layers
 from cityos.web.features import map_features
 from cityos.web.layers import discover_app_layers, registered_layers
+from cityos.web.views import registered_views
 from cityos.web.stream import EventStreamResponse, TenantEventStream
 
 WEB_DIR = Path(__file__).parent
@@ -110,6 +111,7 @@ def dashboard_config(request: Request) -> dict:
         "basemap_url": "/web/api/basemap",
         "languages": i18n.available_languages(),
         "layers": [spec.to_json() for spec in registered_layers()],
+        "views": [view.to_json() for view in registered_views()],
         "default_tenant": settings.default_tenant,
         "severities": list(alerts.SEVERITIES),
     }

@@ -88,3 +88,75 @@ def test_stop_board_without_a_key_says_so(open_page, server, live_stop):
         "document.getElementById('message').textContent.includes('viewer key')",
         timeout=10000)
     assert page.locator("#board").is_hidden()
+
+
+def test_dashboard_opens_the_analytics_view_with_charts(open_page, server, live_stop,
+                                                       sign_in, screenshots):
+    page = open_page(width=1600, height=1000)
+    sign_in(page, "operator")
+    page.click('#views [data-view="transit-analytics"]')
+    frame = page.frame_locator("#view-frame")
+    frame.locator("body[data-loaded=true]").wait_for(timeout=20000)
+    # the posted buses reached stops today: the charts have hours and the tables rows
+    with server.client("viewer") as api:
+        expected = api.get("/apps/transit/analytics/on-time", params={"by": "hour"}).json()
+    assert expected["rows"], "the posted buses produced observed arrivals"
+    chart = frame.locator("#chart-ontime")
+    assert chart.get_attribute("data-points") == str(len(expected["rows"]))
+    assert frame.locator("#chart-ontime canvas").count() == 1
+    assert frame.locator("#chart-fleet canvas").count() == 1
+    assert int(frame.locator("#table-ontime").get_attribute("data-rows")) >= 1
+    assert "/" in frame.locator("#service .kpi .value").first.inner_text()
+    page.screenshot(path=screenshots / "transit-analytics.png")
+
+
+def test_operator_publishes_a_service_alert_from_the_dashboard(open_page, server, live_stop,
+                                                              sign_in):
+    from google.transit import gtfs_realtime_pb2 as rt
+
+    page = open_page(width=1600, height=1000)
+    sign_in(page, "operator")
+    page.click('#views [data-view="transit-analytics"]')
+    frame = page.frame_locator("#view-frame")
+    frame.locator("body[data-loaded=true]").wait_for(timeout=20000)
+    route_id = next(iter(demo_feed().routes))
+    frame.locator("#alert-header").fill("Road works on Jalan Merdeka")
+    frame.locator("#alert-effect").select_option("DETOUR")
+    frame.locator("#alert-routes").fill(route_id)
+    frame.locator("#alert-submit").click()
+    row = frame.locator("#table-alerts tbody tr", has_text="Road works on Jalan Merdeka")
+    row.wait_for(timeout=10000)
+
+    with server.client("viewer") as api:
+        message = rt.FeedMessage()
+        message.ParseFromString(api.get("/apps/transit/gtfs-rt/alerts").content)
+    published = [e.alert for e in message.entity
+                 if e.alert.header_text.translation[0].text == "Road works on Jalan Merdeka"]
+    assert len(published) == 1
+    assert rt.Alert.Effect.Name(published[0].effect) == "DETOUR"
+    assert [i.route_id for i in published[0].informed_entity] == [route_id]
+
+    row.locator("[data-withdraw]").click()
+    row.wait_for(state="detached", timeout=10000)
+    with server.client("viewer") as api:
+        message = rt.FeedMessage()
+        message.ParseFromString(api.get("/apps/transit/gtfs-rt/alerts").content)
+    assert all(e.alert.header_text.translation[0].text != "Road works on Jalan Merdeka"
+               for e in message.entity)
+
+
+def test_a_viewer_sees_the_alert_desk_read_only(open_page, server, live_stop, sign_in):
+    page = open_page(width=1600, height=1000)
+    sign_in(page, "viewer")
+    page.click('#views [data-view="transit-analytics"]')
+    frame = page.frame_locator("#view-frame")
+    frame.locator("body[data-loaded=true]").wait_for(timeout=20000)
+    assert frame.locator("body").get_attribute("data-role") == "viewer"
+    assert frame.locator("#alert-submit").is_disabled()
+    assert frame.locator("#alert-header").is_disabled()
+    assert frame.locator("#alert-message").inner_text() == (
+        "Publishing alerts needs an operator key.")
+    # the API refuses a viewer whatever the page shows
+    with server.client("viewer") as api:
+        refused = api.post("/apps/transit/alerts", json={"header": "Not allowed"})
+    assert refused.status_code == 403

@@ -4,11 +4,13 @@ Buses are coloured by ``punctuality``, the class of their ``delaySeconds`` that 
 transit service writes onto each ``Vehicle`` (see :mod:`cityos.apps.transit.service`,
 :func:`punctuality`): early, on time, late, very late, with the on-time window of the
 operations analytics (-1 / +5 min). A stop links to its stop board.
+The analytics charts and the service-alert desk are a dashboard view.
 """
 
 from __future__ import annotations
 
 from cityos.web.layers import ColorCategories, LayerSpec, register_layer
+from cityos.web.views import ViewSpec, register_view
 
 #: Punctuality classes: colour and title per language.
 PUNCTUALITY = {
@@ -34,3 +36,7 @@ TRANSIT_LAYERS = (
 
 for _spec in TRANSIT_LAYERS:
     register_layer(_spec)
+
+register_view(ViewSpec("transit-analytics",
+                       {"en": "Bus analytics", "ja": "バス運行分析"},
+                       "/apps/transit/analytics", order=10))

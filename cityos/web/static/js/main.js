@@ -98,6 +98,7 @@ async function start(session, basemapLoaded = Promise.resolve()) {
   renderWho();
   $("signout").hidden = false;
   $("keys-button").hidden = !me.canManageKeys;
+  renderViews();
   state.panel = new EntityPanel({ session, cityMap: state.map });
   state.feed = new AlertFeed({ session, me, cityMap: state.map });
   const features = await api(session, "/web/api/features");
@@ -112,6 +113,41 @@ async function start(session, basemapLoaded = Promise.resolve()) {
   state.stream = controller;
   streamEvents(session, { onEvent, onState: renderLiveState, signal: controller.signal });
 }
+
+// -------------------------------------------------------------------- app views
+const ROLE_RANK = { viewer: 0, operator: 1, admin: 2 };
+
+/** The apps' pages (analytics, service alerts...) as buttons in the top bar. */
+function renderViews() {
+  const nav = $("views");
+  const rank = ROLE_RANK[state.me.role] ?? 0;
+  const views = (state.config.views || []).filter((v) => (ROLE_RANK[v.role] ?? 0) <= rank);
+  nav.innerHTML = views.map((v) => `<button type="button" class="btn ghost small" ` +
+    `data-view="${escapeHtml(v.view_id)}">${escapeHtml(pick(v.title))}</button>`).join("");
+  nav.hidden = views.length === 0;
+}
+
+function viewUrl(view) {
+  const url = new URL(view.url, location.origin);
+  url.searchParams.set("lang", currentLanguage());
+  return url.pathname + url.search;
+}
+
+$("views").addEventListener("click", (event) => {
+  const button = event.target.closest("[data-view]");
+  if (!button) return;
+  const view = state.config.views.find((v) => v.view_id === button.dataset.view);
+  if (!view) return;
+  // same origin: the page reads the signed-in session from sessionStorage
+  const url = viewUrl(view);
+  $("view-title").textContent = pick(view.title);
+  $("view-open").href = url;
+  $("view-frame").src = url;
+  $("view-dialog").dataset.view = view.view_id;
+  $("view-dialog").showModal();
+});
+$("view-close").addEventListener("click", () => $("view-dialog").close());
+$("view-dialog").addEventListener("close", () => { $("view-frame").src = "about:blank"; });
 
 function renderWho() {
   const me = state.me;
@@ -229,7 +265,7 @@ function relocalise() {
   renderLayers();
   renderSummary();
   tick();
-  if (state.me) renderWho();
+  if (state.me) { renderWho(); renderViews(); }
   renderLiveState($("live-status").dataset.state);
   if (state.feed) state.feed.relocalise();
   if (state.panel) state.panel.relocalise();
