@@ -325,3 +325,33 @@ def test_a_demo_bus_drives_round_its_loop_at_the_set_speed():
     fragment = bus_fragment("bus-9", "Bus 9", lon, lat, 90.0)
     assert fragment["location"]["value"]["coordinates"] == [101.69, 3.14]
     assert fragment["speed"]["unitCode"] == "KMH"
+
+
+def test_app_views_reach_the_dashboard_config(app_and_keys):
+    from cityos.web.views import ViewSpec, register_view, unregister_view
+
+    app, _, _ = app_and_keys
+    register_view(ViewSpec("test-report", {"en": "Report"}, "/apps/test/report", order=99))
+    try:
+        with TestClient(app) as client:
+            views = client.get("/web/api/config").json()["views"]
+        ids = [v["view_id"] for v in views]
+        assert "transit-analytics" in ids  # registered by the transit app's web module
+        assert ids[-1] == "test-report"  # highest order last
+        assert views[-1]["url"] == "/apps/test/report"
+    finally:
+        unregister_view("test-report")
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    ({"view_id": "", "title": {"en": "x"}, "url": "/a"}, "view_id"),
+    ({"view_id": "v", "title": {"ja": "x"}, "url": "/a"}, "title"),
+    ({"view_id": "v", "title": {"en": "x"}, "url": "https://example.org/a"}, "url"),
+    ({"view_id": "v", "title": {"en": "x"}, "url": "//example.org/a"}, "url"),
+    ({"view_id": "v", "title": {"en": "x"}, "url": "/a", "role": "root"}, "role"),
+])
+def test_a_bad_view_names_its_field(kwargs, field):
+    from cityos.web.views import ViewSpec
+
+    with pytest.raises(ValueError, match=field):
+        ViewSpec(**kwargs)
