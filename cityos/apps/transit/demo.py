@@ -7,6 +7,10 @@ demo's SQLite database (``var/`` for another store) and imports it with
 and the tenant's ``transit-feed/current`` document, marked ``demo``, tells the transit
 service to run the feed and to learn its predictor from simulated days. The buses
 themselves come from the simulator (:func:`cityos.apps.transit.sim.run`).
+
+The bus routes' roads become ``RoadSegment`` entities with their speed limits
+(:func:`demo_road_segments`): secondary roads at 50 km/h and a 30 km/h school zone on
+route 1, where buses cruising at city speeds are caught speeding.
 """
 
 from __future__ import annotations
@@ -14,12 +18,16 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+
 from cityos.apps.transit.entities import FEED_DOCUMENT, feed_entities, import_feed
 from cityos.apps.transit.gtfs import read_feed
+from cityos.apps.transit.models import Feed
 from cityos.apps.transit.synthetic import write_demo_gtfs
 
 DEMO_SEED = 0
 FEED_FILE = "demo-city-gtfs.zip"
+SCHOOL_ZONE = (0.40, 0.55)  # share of route 1's first shape under the 30 km/h limit
 
 
 def demo_feed_path(store) -> Path:
@@ -43,8 +51,54 @@ def build_transit_demo(store, tenant: str, at: datetime) -> list[str]:
     document = store.get_document(tenant, *FEED_DOCUMENT)
     if document and document.get("demo") and document.get("path") == str(path):
         return [entity["id"] for entity in feed_entities(read_feed(path))]
+    store.upsert_entities(tenant, demo_road_segments(read_feed(path)))
     report = import_feed(store, tenant, path)
     document = store.get_document(tenant, *FEED_DOCUMENT) or {}
     document.update(demo=True, seed=DEMO_SEED)
     store.put_document(tenant, *FEED_DOCUMENT, document)
     return [entity["id"] for entity in feed_entities(report.feed)]
+
+
+def _line(shape, start_m: float, end_m: float) -> list[list[float]]:
+    inside = (shape.dist_m > start_m) & (shape.dist_m < end_m)
+    ends = [[float(np.interp(d, shape.dist_m, shape.lon)), float(np.interp(d, shape.dist_m,
+                                                                             shape.lat))]
+            for d in (start_m, end_m)]
+    middle = np.column_stack([shape.lon[inside], shape.lat[inside]]).tolist()
+    return [ends[0], *middle, ends[1]]
+
+
+def demo_road_segments(feed: Feed) -> list[dict]:
+    """``RoadSegment`` entities along the feed's shapes: one per shape at the
+    secondary-road limit, and the school zone on the first shape of the first route.
+
+    Parameters
+    ----------
+    feed : Feed
+        The demo city's feed.
+
+    Returns
+    -------
+    list of dict
+        Normalized NGSI-LD entities (Smart Data Models ``RoadSegment``).
+    """
+    def entity(suffix: str, name: str, coordinates, limit_kmh: float, road_class: str):
+        return {"id": f"urn:ngsi-ld:RoadSegment:demo-{suffix}", "type": "RoadSegment",
+                "name": {"type": "Property", "value": name},
+                "roadClass": {"type": "Property", "value": road_class},
+                "maximumAllowedSpeed": {"type": "Property", "value": limit_kmh,
+                                        "unitCode": "KMH"},
+                "location": {"type": "GeoProperty", "value": {
+                    "type": "LineString", "coordinates": coordinates}}}
+
+    segments = [entity(shape_id, f"Bus road {shape_id}", _line(shape, 0.0, shape.length_m),
+                       50.0, "secondary")
+                for shape_id, shape in sorted(feed.shapes.items())]
+    first_route = sorted(feed.routes)[0]
+    shape_id = sorted(t.shape_id for t in feed.trips.values()
+                      if t.route_id == first_route and t.shape_id)[0]
+    shape = feed.shapes[shape_id]
+    start, end = (share * shape.length_m for share in SCHOOL_ZONE)
+    segments.append(entity("school-zone", "School zone", _line(shape, start, end), 30.0,
+                           "school_zone"))
+    return segments

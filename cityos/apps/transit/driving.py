@@ -338,7 +338,14 @@ def _acceleration_events(k: Kinematics, th: DrivingThresholds) -> list[DrivingEv
 
 def _speeding_events(k: Kinematics, th: DrivingThresholds,
                      limit_of: Callable[[Ping], float | None]) -> list[DrivingEvent]:
-    limits = np.array([np.nan if (x := limit_of(p)) is None else float(x) for p in k.pings])
+    # a lookup that knows its lowest limit (``floor_kmh``) is only asked where a bus
+    # could be over it: most pings are slower than every limit in the city
+    floor = getattr(limit_of, "floor_kmh", None)
+    speed_kmh = k.speed_mps * 3.6
+    limits = np.array([
+        np.nan if (floor is not None and v <= floor + th.speeding_margin_kmh)
+        or (x := limit_of(p)) is None else float(x)
+        for p, v in zip(k.pings, speed_kmh.tolist(), strict=True)])
     excess = k.speed_mps * 3.6 - limits
     over = np.nan_to_num(excess, nan=-np.inf) > th.speeding_margin_kmh
     events = []

@@ -58,6 +58,11 @@ from cityos.apps.transit import driving
 from cityos.apps.transit.entities import FEED_DOCUMENT
 from cityos.apps.transit.models import Feed, ObservedArrival, Ping
 from cityos.apps.transit.pings import PingError, parse_ping
+from cityos.apps.transit.speed_limits import (
+    RoadLimitError,
+    RoadSpeedLimits,
+    segment_from_entity,
+)
 from cityos.core.entities import attribute_instances
 
 log = logging.getLogger(__name__)
@@ -92,7 +97,8 @@ OVERLAP_S = 600.0  # context looked back on before the previous sweep's end
 DERIVED_EVERY_S = 30.0  # rewrite unchanged derived attributes at most this often
 DERIVED_DELAY_STEP_S = 15.0  # a delay change this large is written at once
 RETENTION_DAYS = 35  # arrivals and driving sweeps loaded back at start
-DEFAULT_SPEED_LIMIT_KMH = 50.0  # urban limit, for speeding where no per-road limit is known
+DEFAULT_SPEED_LIMIT_KMH = 50.0  # urban limit, for speeding away from every RoadSegment
+ROAD_TYPE = "RoadSegment"
 DEMO_HISTORY_DAYS = 2  # simulated days the demo's predictor learns from
 
 
@@ -564,6 +570,7 @@ class TransitService:
         self._unsubscribe = None
         self._idle = threading.Event()
         self.dropped = 0
+        self._roads_changed: set[str] = set()  # tenants whose RoadSegments changed
         self.recheck_s = 10.0  # how often a tenant without a feed is looked at again
 
     # ------------------------------------------------------------- lifecycle
@@ -647,11 +654,26 @@ class TransitService:
             return None
         state = TenantTransit(tenant, feed, document, ArrivalPredictor())
         state.restore(self.store)
+        state.speed_limit_kmh = self.road_limits(tenant)
         threading.Thread(target=self._train, args=(state,), name=f"transit-train {tenant}",
                          daemon=True).start()
         log.info("transit: tenant %s runs feed %s (%d trips)", tenant, document["path"],
                  len(feed.trips))
         return state
+
+    def road_limits(self, tenant: str) -> RoadSpeedLimits:
+        """The tenant's speed limits from its ``RoadSegment`` entities (a segment
+        that cannot give one is logged and left out)."""
+        segments = []
+        for entity in (record.entity for record in self.store.scan(tenant, types=[ROAD_TYPE])):
+            try:
+                segment = segment_from_entity(entity)
+            except RoadLimitError as error:
+                log.warning("transit: speed limits of %s: %s", tenant, error)
+                continue
+            if segment is not None:
+                segments.append(segment)
+        return RoadSpeedLimits(segments, default_kmh=DEFAULT_SPEED_LIMIT_KMH)
 
     def _train(self, state: TenantTransit) -> None:
         """Learn the predictor from stored arrivals, or from simulated days for the
@@ -676,9 +698,17 @@ class TransitService:
     # ---------------------------------------------------------------- events
     def _on_event(self, event) -> None:
         """On the publisher's thread: keep it quick, never raise."""
-        if event.kind not in ("created", "updated") or event.entity is None:
+        if event.kind not in ("created", "updated", "deleted"):
+            return
+        if event.kind == "deleted" or event.entity is None:
+            if ROAD_TYPE in (event.entity_type if isinstance(event.entity_type, list)
+                             else [event.entity_type]):
+                self._roads_changed.add(event.tenant)
             return
         types = event.entity_type if isinstance(event.entity_type, list) else [event.entity_type]
+        if ROAD_TYPE in types:
+            self._roads_changed.add(event.tenant)  # limits reloaded before the next sweep
+            return
         if VEHICLE_TYPE not in types:
             return
         changed = set(event.changed or ())
@@ -720,6 +750,7 @@ class TransitService:
                     self._release()
                 if now - last_sweep >= SWEEP_EVERY_S:
                     last_sweep = now
+                    self._reload_road_limits()
                     for state in self.tenant_states():
                         state.sweep_driving()
                 if now - last_persist >= PERSIST_EVERY_S or (items and any(
@@ -734,6 +765,16 @@ class TransitService:
                     self._queue.task_done()
             if self._stop.is_set() and self._queue.empty():
                 return
+
+    def _reload_road_limits(self) -> None:
+        while self._roads_changed:
+            tenant = self._roads_changed.pop()
+            with self._tenants_lock:
+                state = self._tenants.get(tenant)
+            if state is not None:
+                limits = self.road_limits(tenant)
+                with state.lock:
+                    state.speed_limit_kmh = limits
 
     def _take(self) -> list:
         try:

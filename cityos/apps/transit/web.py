@@ -9,7 +9,7 @@ The analytics charts and the service-alert desk are a dashboard view.
 
 from __future__ import annotations
 
-from cityos.web.layers import ColorCategories, LayerSpec, register_layer
+from cityos.web.layers import ColorCategories, ColorSteps, LayerSpec, register_layer
 from cityos.web.views import ViewSpec, register_view
 
 #: Punctuality classes: colour and title per language.
@@ -32,6 +32,11 @@ TRANSIT_LAYERS = (
               geometry="point", order=40, app_url="/apps/transit/stops/{id}/board"),
     LayerSpec("GtfsRoute", {"en": "Bus routes", "ja": "バス路線"}, color="#8d99ae",
               geometry="line", order=30, label_attribute="shortName"),
+    # the speed limits that speeding is judged against (hidden until asked for)
+    LayerSpec("RoadSegment", {"en": "Speed limits", "ja": "制限速度"}, color="#adb5bd",
+              geometry="line", order=20, visible=False,
+              color_by=ColorSteps("maximumAllowedSpeed", (35.0, 55.0),
+                                  ("#f72585", "#ffd166", "#90be6d"), unit="km/h")),
 )
 
 for _spec in TRANSIT_LAYERS:
