@@ -27,6 +27,7 @@ from cityos.core.timefmt import format_datetime
 DEMO_BUILDERS: list[str] = [
     "cityos.demo:build_core_sample",
     "cityos.apps.transit.demo:build_transit_demo",  # transit: the GTFS feed, stops, routes
+    "cityos.apps.floodwatch.demo:build_floodwatch_demo",  # flood sensors, gauges, pumps
 ]
 
 #: Live feeds started while ``cityos demo`` serves.
@@ -35,6 +36,7 @@ DEMO_SIMULATORS: list[str] = [
     # core's two sample buses, run_demo_feed, stay parked)
     "cityos.web.demo_feed:run_alert_feed",
     "cityos.apps.transit.sim:run",  # transit: the demo city's buses through ingest
+    "cityos.apps.floodwatch.sim:run",  # floodwatch: rain, water and pump controllers
 ]
 
 CITY_NAME = "Demo City"
