@@ -58,8 +58,6 @@ PROTOBUF = "application/x-protobuf"
 STATIC_DIR = Path(__file__).parent / "static"
 BOARD_PAGE = STATIC_DIR / "board.html"
 ANALYTICS_PAGE = STATIC_DIR / "analytics.html"
-#: Scripts the transit pages share, served as they are (a closed list: no path walking).
-PAGE_SCRIPTS = ("page.js",)
 _ALERT_ID = re.compile(r"^[A-Za-z0-9._~\-]{1,64}$")
 GTFS_STOP_PREFIX = "urn:ngsi-ld:GtfsStop:"
 
@@ -297,15 +295,6 @@ def stop_board_page(stop_id: str) -> Response:
     """The stop board page (public: the data comes from ``/arrivals`` with a key)."""
     return HTMLResponse(BOARD_PAGE.read_text(encoding="utf-8"),
                         headers={"Cache-Control": "no-cache"})
-
-
-@router.get("/static/{name}", include_in_schema=False)
-def page_script(name: str) -> Response:
-    """A script the transit pages share (``page.js``)."""
-    if name not in PAGE_SCRIPTS:
-        raise ResourceNotFound(f"no transit page script {name!r}")
-    return Response((STATIC_DIR / name).read_bytes(), media_type="text/javascript",
-                    headers={"Cache-Control": "no-cache"})
 
 
 @router.get("/analytics", include_in_schema=False)

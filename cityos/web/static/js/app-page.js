@@ -1,4 +1,5 @@
-// What every transit page shares: the caller's key, the language, authenticated fetch.
+// What every app page shares (stop boards, analytics, flood watch): the caller's key, the
+// language, authenticated fetch.
 //
 // The key comes from ?api_key= (a viewer key for a public screen) or from the
 // dashboard's signed-in session (sessionStorage, shared with a dashboard view that
