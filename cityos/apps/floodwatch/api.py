@@ -18,6 +18,7 @@ issues pump commands.
 ``GET /pumps/{id}/commands``                     viewer    recent commands and status
 ``GET /report``                                  viewer    the event report (HTML)
 ``GET /status``                                  viewer    the tenant's live service state
+``GET /watch``                                   public    the flood watch page (HTML)
 ===============================================  ========  ================================
 """
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
@@ -48,6 +50,7 @@ from cityos.core.tenancy import Caller, get_store, require
 from cityos.core.timefmt import parse_datetime
 
 router = APIRouter(tags=["floodwatch"])
+WATCH_PAGE = Path(__file__).parent / "static" / "watch.html"
 _LOCAL_ID = re.compile(r"^[A-Za-z0-9._~\-]{1,64}$")
 MAX_REPORT_DAYS = 366
 
@@ -396,6 +399,14 @@ def event_report(since: str | None = None, until: str | None = None,
     except ValueError as error:
         raise BadRequestData(str(error)) from None
     return HTMLResponse(html)
+
+
+@router.get("/watch", include_in_schema=False)
+def watch_page() -> Response:
+    """The flood watch page (a dashboard view; its data comes from this API with the
+    operator's key)."""
+    return HTMLResponse(WATCH_PAGE.read_text(encoding="utf-8"),
+                        headers={"Cache-Control": "no-cache"})
 
 
 # ========================================================================= status
