@@ -169,6 +169,18 @@ def reading_of(event) -> Reading | None:
                    else GAUGE_TYPE, t, float(value), battery)
 
 
+def latest_reading(tenant: str, entity: dict) -> Reading | None:
+    """The depth reading an entity holds now (as a ``created`` event would carry it)."""
+    from types import SimpleNamespace
+
+    event = SimpleNamespace(tenant=tenant, entity_type=entity.get("type"), entity=entity,
+                            changed=None)
+    try:
+        return reading_of(event)
+    except ValueError:
+        return None
+
+
 def _stamp(t: float) -> str:
     return format_datetime(datetime.fromtimestamp(t, UTC))
 
@@ -192,6 +204,7 @@ class TenantFloodWatch:
             for gauge_id, entity in gauges.items()}
         self.gauge_entities = gauges
         self.pumps = {p.pump_id: p for p in pumps}
+        self.latest_at_load: list[Reading] = []  # each site's reading when loaded
         self.readings = 0
         self.flagged = 0
         self.alerts_raised = 0
@@ -342,10 +355,25 @@ class FloodWatchService:
         self._stop.clear()
         if self.commander is not None:
             self.commander.start()
+        self.catch_up()
         self._unsubscribe = self.store.events.subscribe(self._on_event)
         self._worker = threading.Thread(target=self._run, name="floodwatch-service",
                                         daemon=True)
         self._worker.start()
+
+    def catch_up(self) -> None:
+        """Start every tenant's sites from their latest stored reading (written while
+        the service was not running), so levels and alerts are known at once."""
+        try:
+            tenants = self.store.tenants()
+        except Exception:  # noqa: BLE001 (a store that cannot list tenants loads lazily)
+            log.exception("floodwatch: listing the tenants failed")
+            return
+        for tenant in tenants:
+            state = self.tenant(tenant)
+            if state is not None and state.latest_at_load:
+                self.process([(r, time.monotonic()) for r in state.latest_at_load])
+                state.latest_at_load = []
 
     def stop(self) -> None:
         """Stop listening and drain the queue."""
@@ -385,12 +413,16 @@ class FloodWatchService:
             return [s for s in self._tenants.values() if s is not None]
 
     def _load(self, tenant: str) -> TenantFloodWatch | None:
-        sites, pumps = [], []
+        sites, pumps, latest = [], [], []
         for record in self.store.scan(tenant, types=[SITE_TYPE]):
             try:
                 sites.append(Site.from_entity(record.entity))
             except SiteConfigError as error:
                 log.warning("floodwatch: %s", error)
+                continue
+            reading = latest_reading(tenant, record.entity)
+            if reading is not None:
+                latest.append(reading)
         if not sites:
             return None
         gauges = {record.entity["id"]: record.entity
@@ -415,6 +447,7 @@ class FloodWatchService:
                         watch.tracker = old.tracker
             for gauge_id, sensor in previous.gauges.items():
                 state.gauges.setdefault(gauge_id, sensor)
+        state.latest_at_load = latest
         log.info("floodwatch: tenant %s watches %d sites, %d gauges, %d pumps", tenant,
                  len(state.sites), len(state.gauges), len(state.pumps))
         return state

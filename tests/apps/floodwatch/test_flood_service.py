@@ -162,3 +162,39 @@ def test_rain_on_the_grid_keeps_the_total_and_spreads_each_interval():
     assert on[1:11] == pytest.approx(np.full(10, 0.6))
     assert on[11:] == pytest.approx(np.full(10, 0.3))
     assert depth[10] == pytest.approx(6.0)
+
+
+def test_a_reading_stored_before_the_service_started_is_caught_up(store):
+    post_depths(store, [42.0])  # written while no flood watch was running
+    running = FloodWatchService(store)
+    running.start()
+    try:
+        assert running.wait_idle(30)
+        entity = store.get_entity(TENANT, SITE)
+        assert entity["floodLevel"]["value"] == 3
+        assert entity["floodLevelName"]["value"] == "danger"
+        alerts = flood_alerts(store)
+        assert [a["severity"]["value"] for a in alerts] == ["critical"]
+    finally:
+        running.stop()
+
+
+def test_the_pump_controller_follows_its_rule_and_the_nowcast():
+    from cityos.apps.floodwatch.models import PumpConfig
+    from cityos.apps.floodwatch.pumps_live import SitePumpControl
+
+    rule = SitePumpControl(PumpConfig("urn:ngsi-ld:Pump:p1", "P1", SITE, 15.0, 5.0, 300.0,
+                                      300.0, "rule"))
+    assert rule.decide(T0, 10.0) == ("off", "")
+    setting, reason = rule.decide(T0 + 60, 16.0)
+    assert setting == "on" and "15" in reason
+    assert rule.decide(T0 + 120, 2.0)[0] == "on"  # held for the 300 s minimum on-time
+    assert rule.decide(T0 + 400, 2.0)[0] == "off"
+    predictive = SitePumpControl(PumpConfig("urn:ngsi-ld:Pump:p2", "P2", SITE, 15.0, 5.0,
+                                            300.0, 300.0, "predictive"))
+    # 8 cm now, 18 cm expected in 20 minutes: the predictive pump starts early
+    setting, reason = predictive.decide(T0, 8.0, {10.0: 12.0, 20.0: 18.0, 30.0: 22.0})
+    assert setting == "on" and reason
+    assert SitePumpControl(PumpConfig("urn:ngsi-ld:Pump:p3", "P3", SITE, 15.0, 5.0, 300.0,
+                                      300.0, "rule")).decide(
+        T0, 8.0, {10.0: 12.0, 20.0: 18.0, 30.0: 22.0})[0] == "off"
