@@ -45,8 +45,8 @@ from cityos.web.basemap import demo_basemap
 from cityos.web.core_layers import register_core_layers
 from cityos.web.features import map_features
 from cityos.web.layers import discover_app_layers, registered_layers
-from cityos.web.views import registered_views
 from cityos.web.stream import EventStreamResponse, TenantEventStream
+from cityos.web.views import registered_views
 
 WEB_DIR = Path(__file__).parent
 STATIC_DIR = WEB_DIR / "static"

@@ -44,8 +44,11 @@ from cityos.core.ingest.deadletters import (
     list_dead_letters,
     record_dead_letter,
 )
-from cityos.core.ingest.mqtt import _is_transient, _received_stamped
-from cityos.core.ingest.observations import observation_entity
+from cityos.core.ingest.observations import (
+    is_transient,
+    observation_entity,
+    received_stamped,
+)
 from cityos.core.ngsi_ld.api import bool_param, page_params
 from cityos.core.ngsi_ld.context import LdBody, read_body
 from cityos.core.tenancy import (
@@ -114,7 +117,7 @@ def store_observations(store, tenant: str, items: list) -> tuple[list[str], list
             entity = observation_entity(item, where=f"entity {index}: ")
             # without observedAt, readings of one sensor in one request would share the
             # write time and keep one history row: each gets its own instant instead
-            valid.append((index, _received_stamped(
+            valid.append((index, received_stamped(
                 entity, received + timedelta(microseconds=index))))
         except NgsiLdError as error:
             refused.append((index, item, _raw_id(item), error.problem()))
@@ -148,7 +151,7 @@ def _merged(store, tenant: str, valid: list[tuple[int, dict]]) -> list[tuple]:
     except NgsiLdError:
         raise
     except Exception as error:
-        if _is_transient(error):
+        if is_transient(error):
             raise
         if len(valid) > 1:
             return [outcome for item in valid for outcome in _merged(store, tenant, [item])]

@@ -34,22 +34,21 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import unquote, urlsplit
 
-from cityos.core.entities import RESERVED_KEYS
-from cityos.core.errors import BadRequestData, NgsiLdError
+from cityos.core.errors import NgsiLdError
 from cityos.core.ingest.deadletters import record_dead_letter
 from cityos.core.ingest.observations import (
     TOPIC_FILTER,
     Observation,
-    _stamped,
+    is_transient,
     observation_from_mqtt,
+    received_stamped,
     topic_tenant,
 )
-from cityos.core.timefmt import format_datetime, now_utc
+from cityos.core.timefmt import now_utc
 
 log = logging.getLogger(__name__)
 
 #: Errors of a store that is down or busy: retried, never acknowledged.
-_TRANSIENT_NAMES = {"OperationalError", "InterfaceError", "PoolTimeout", "ConnectionTimeout"}
 
 
 @dataclass
@@ -307,7 +306,7 @@ class MqttIngester:
                 tenant = None  # never write into a tenant the device may not use
             return _Outcome(delivery, reason=error.detail, tenant=tenant, dead=True)
         if delivery.received_at is not None:
-            observation = Observation(observation.tenant, _received_stamped(
+            observation = Observation(observation.tenant, received_stamped(
                 observation.entity, delivery.received_at))
         return _Outcome(delivery, observation, tenant=observation.tenant)
 
@@ -338,7 +337,7 @@ class MqttIngester:
             try:
                 return write()
             except Exception as error:
-                if not _is_transient(error):
+                if not is_transient(error):
                     raise
                 self.stats.store_failures += 1
                 self.stats.last_store_error = f"{type(error).__name__}: {error}"
@@ -360,30 +359,6 @@ class MqttIngester:
 
 class _Stopping(Exception):
     """The ingester is stopping while waiting for the store: leave unacked."""
-
-
-def _is_transient(error: Exception) -> bool:
-    if isinstance(error, NgsiLdError | BadRequestData):
-        return False
-    return isinstance(error, OSError | TimeoutError) or any(
-        cls.__name__ in _TRANSIENT_NAMES for cls in type(error).__mro__)
-
-
-def _received_stamped(entity: dict, received_at: datetime) -> dict:
-    # the store would give every such attribute of a batch the batch's one write time,
-    # so later messages of the batch would find their history row taken
-    if all(_has_observed_at(value) for name, value in entity.items()
-           if name not in RESERVED_KEYS):
-        return entity
-    stamp = format_datetime(received_at)
-    return {name: value if name in RESERVED_KEYS else _stamped(value, stamp)
-            for name, value in entity.items()}
-
-
-def _has_observed_at(attribute) -> bool:
-    if isinstance(attribute, list):
-        return all(_has_observed_at(instance) for instance in attribute)
-    return not isinstance(attribute, dict) or "observedAt" in attribute
 
 
 def _assign_errors(items: list[_Outcome], errors: list[dict]) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -26,8 +27,8 @@ from cityos.core.entities import (
     key_value_to_attribute,
     normalise_entity,
 )
-from cityos.core.errors import BadRequestData
-from cityos.core.timefmt import canonical_datetime
+from cityos.core.errors import BadRequestData, NgsiLdError
+from cityos.core.timefmt import canonical_datetime, format_datetime
 
 TOPIC_ROOT = "cityos"
 #: What the ingester subscribes to.
@@ -247,3 +248,36 @@ def _json_kind(value: Any) -> str:
     if value is None:
         return "null"
     return type(value).__name__
+
+
+#: Exception class names of a store that is away for a moment (retry, never dead-letter).
+_TRANSIENT_NAMES = {"OperationalError", "InterfaceError", "PoolTimeout", "ConnectionTimeout"}
+
+
+def is_transient(error: Exception) -> bool:
+    """True when a store error is worth retrying (the database is away for a moment),
+    False for a bad observation, which is dead-lettered."""
+    if isinstance(error, NgsiLdError | BadRequestData):
+        return False
+    return isinstance(error, OSError | TimeoutError) or any(
+        cls.__name__ in _TRANSIENT_NAMES for cls in type(error).__mro__)
+
+
+def received_stamped(entity: dict, received_at: datetime) -> dict:
+    """The entity with ``observedAt`` = ``received_at`` on every attribute without one.
+
+    The store would give every such attribute of a batch the batch's one write time,
+    so later observations of the batch would find their history row taken.
+    """
+    if all(_has_observed_at(value) for name, value in entity.items()
+           if name not in RESERVED_KEYS):
+        return entity
+    stamp = format_datetime(received_at)
+    return {name: value if name in RESERVED_KEYS else _stamped(value, stamp)
+            for name, value in entity.items()}
+
+
+def _has_observed_at(attribute) -> bool:
+    if isinstance(attribute, list):
+        return all(_has_observed_at(instance) for instance in attribute)
+    return not isinstance(attribute, dict) or "observedAt" in attribute
