@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.cityos-installed
 FRONTEND := $(wildcard package.json package-lock.json)
 ENSURE_SERVICES := if [ -f scripts/ensure-services.sh ]; then bash scripts/ensure-services.sh; fi
-BENCH ?= $(sort $(wildcard bench/*.py))
+BENCH ?= $(sort $(filter-out bench/_%,$(wildcard bench/*.py)))
 PYTEST_ARGS ?=
 
 .PHONY: venv demo test bench lint

@@ -60,6 +60,7 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 import orjson  # noqa: E402
 
+from bench._common import log, markdown, percentile, yes_no  # noqa: E402
 from cityos.core.store import EntityQuery, TemporalQuery, open_store  # noqa: E402
 from cityos.core.tenancy import create_key  # noqa: E402
 from cityos.core.timefmt import format_datetime, to_micros  # noqa: E402
@@ -76,11 +77,6 @@ FULL = {"observations": 20_000, "mqtt_observations": 20_000, "entities": 100_000
         "history_rows": 10_000_000, "queries": 300}
 QUICK = {"observations": 2_000, "mqtt_observations": 2_000, "entities": 2_000,
          "history_rows": 20_000, "queries": 30}
-
-
-def log(message: str) -> None:
-    """Progress on stderr; stdout carries the table only."""
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------- results
@@ -100,9 +96,7 @@ class Row:
 
 def percentiles(samples_s: list[float]) -> tuple[float, float]:
     """p50 and p99 in milliseconds (nearest rank)."""
-    ordered = sorted(samples_s)
-    pick = lambda p: ordered[min(len(ordered) - 1, max(0, math.ceil(p * len(ordered)) - 1))]  # noqa: E731
-    return pick(0.50) * 1000, pick(0.99) * 1000
+    return percentile(samples_s, 0.50) * 1000, percentile(samples_s, 0.99) * 1000
 
 
 def timed(call: Callable[[], object], repeats: int, warmup: int = 5) -> list[float]:
@@ -117,20 +111,11 @@ def timed(call: Callable[[], object], repeats: int, warmup: int = 5) -> list[flo
     return samples
 
 
-def yes_no(ok: bool) -> str:
-    return "yes" if ok else "NO"
-
-
-def markdown(rows: list[Row]) -> str:
+def table(rows: list[Row]) -> str:
     head = ["backend", "measure", "via", "figure", "target (issue 2)", "baseline",
             "ratio to baseline", "target met"]
-    cells = [head] + [[r.backend, r.measure, r.via, r.figure, r.target, r.baseline, r.ratio,
-                       r.met] for r in rows]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(head))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) + " |"
-             for line in cells]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
+    return markdown(head, [[r.backend, r.measure, r.via, r.figure, r.target, r.baseline,
+                            r.ratio, r.met] for r in rows])
 
 
 # --------------------------------------------------------------------- backends
@@ -1025,7 +1010,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"CityOS core benchmark ({kind} sizes; {os.cpu_count()} CPUs; "
           f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {time.monotonic() - started:.0f} s; "
           f"1-min load average {load_before:.2f} at start, {os.getloadavg()[0]:.2f} at end)\n")
-    print(markdown(rows))
+    print(table(rows))
     if notes:
         print()
         for note in notes:

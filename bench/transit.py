@@ -51,6 +51,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._common import log, markdown  # noqa: E402
 from cityos.apps.transit.live import LiveFleet  # noqa: E402
 from cityos.apps.transit.models import (  # noqa: E402
     Feed,
@@ -79,20 +80,8 @@ FULL = {"vehicles": 2000, "seconds": 60, "warmup": 45, "store_pings": 40_000}
 QUICK = {"vehicles": 60, "seconds": 10, "warmup": 20, "store_pings": 2_000}
 
 
-def log(message: str) -> None:
-    """Progress on stderr; stdout carries the table only."""
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def markdown(rows: list[list[str]]) -> str:
-    head = ["measure", "figure", "target (transit issue)", "baseline", "ratio to baseline",
-            "target met"]
-    cells = [head] + rows
-    widths = [max(len(c[i]) for c in cells) for i in range(len(head))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) + " |"
-             for line in cells]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
+HEAD = ["measure", "figure", "target (transit issue)", "baseline", "ratio to baseline",
+        "target met"]
 
 
 # ===================================================================== a big fleet
@@ -353,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"CityOS transit benchmark ({kind} sizes; {os.cpu_count()} CPUs; "
           f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {time.monotonic() - started:.0f} s; "
           f"1-min load average {load_before:.2f} at start, {os.getloadavg()[0]:.2f} at end)\n")
-    print(markdown(rows))
+    print(markdown(HEAD, rows))
     print()
     for note in notes:
         print(f"- {note}")
