@@ -20,8 +20,11 @@ import logging
 import threading
 from datetime import UTC, datetime
 
+import numpy as np
+
 from cityos.apps.floodwatch.history import on_grid, series
 from cityos.apps.floodwatch.models import SITE_TYPE
+from cityos.apps.floodwatch.nowcast import Nowcast, nowcast_sites
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +121,17 @@ class NowcastTask:
             self.service.store.upsert_entities(state.tenant, fragments, replace=False)
 
     def nowcast(self, state, now: float) -> list[dict]:
-        """Nowcast every fitted site with recent readings; the fragments to write."""
-        fragments = []
+        """Nowcast every fitted site with recent readings; the fragments to write.
+
+        Sites whose chosen model is the conceptual one are stepped together
+        (:func:`~cityos.apps.floodwatch.nowcast.nowcast_sites`, one array operation
+        per reading for all of them; the same numbers as each site's own model), the
+        others one by one: a city of ten thousand sensors is nowcast in well under
+        its one-minute reporting interval.
+        """
         state.nowcasts = getattr(state, "nowcasts", {})
+        together: dict[int, list[tuple[str, object, tuple]]] = {}
+        casts: dict[str, Nowcast] = {}
         for site_id in list(state.sites):
             with self._lock:
                 model = self.models.get((state.tenant, site_id))
@@ -129,10 +140,25 @@ class NowcastTask:
             recent = state.recent_series(site_id, dt_s=DT_S, span_s=RECENT_SPAN_S)
             if recent is None or now - recent[0][-1] > STALE_S or len(recent[0]) < 3:
                 continue
-            t, rain, depth = recent
-            cast = model.predict(t, rain, depth)
+            if model.chosen == "conceptual" and abs(model.dt_s - DT_S) < 1e-6:
+                together.setdefault(len(recent[0]), []).append((site_id, model, recent))
+            else:
+                casts[site_id] = model.predict(*recent)
+        for group in together.values():
+            depth = nowcast_sites([model.models["conceptual"].params for _, model, _ in group],
+                                  np.array([recent[1] for _, _, recent in group]),
+                                  np.array([recent[2] for _, _, recent in group]), DT_S,
+                                  horizons_min=group[0][1].horizons_min)
+            for (site_id, model, recent), row in zip(group, depth.tolist(), strict=True):
+                issued = float(recent[0][-1])
+                casts[site_id] = Nowcast(
+                    issued_s=issued, horizons_min=model.horizons_min,
+                    valid_s=[issued + 60.0 * h for h in model.horizons_min], depth_cm=row,
+                    model="conceptual", by_model={"conceptual": row})
+        fragments = []
+        for site_id, cast in casts.items():
             state.nowcasts[site_id] = cast
-            stamp = _stamp(float(t[-1]))
+            stamp = _stamp(cast.issued_s)
             fragment = {"id": site_id, "type": SITE_TYPE,
                         "nowcastModel": {"type": "Property", "value": cast.model,
                                          "observedAt": stamp}}
