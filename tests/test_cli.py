@@ -256,8 +256,9 @@ def test_demo_no_serve_builds_the_sample_city_idempotently(tmp_path, db_url):
     args = ["demo", "--no-serve", "--database-url", db_url, "--at", "2026-03-01T12:00:00Z"]
     first = invoke(*args)
     assert first.exit_code == 0, first.output
-    # the core's 8 sample entities and the transit app's feed (1 agency, 108 stops, 5 routes)
-    assert "Demo city: 122 entities in tenant 'default'" in first.stdout
+    # the core's 8 sample entities, the transit app's feed and roads (1 agency, 108 stops,
+    # 5 routes, 10 road segments) and the flood watch's sites, gauges, devices and pumps (18)
+    assert "Demo city: 150 entities in tenant 'default'" in first.stdout
     key_file = tmp_path / "demo-key.txt"
     token = key_file.read_text().strip()
     assert f"Bearer {token}" in first.stdout

@@ -11,9 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cityos.apps.transit.entities import feed_entities
-from cityos.apps.transit.synthetic import demo_feed
-from cityos.demo import CITY_CENTRE, demo_anchor, sample_entities
+from cityos.core.store import open_store
+from cityos.demo import CITY_CENTRE, build_demo_city, demo_anchor
 from cityos.web.alerts import alert_entity
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -39,7 +38,7 @@ def _iso(moment: datetime) -> str:
 
 
 @pytest.fixture(scope="module")
-def city(server):
+def city(server, tmp_path_factory):
     """Seed the test's own entities through the NGSI-LD API; return their ids."""
     now = datetime.now(UTC)
     with server.client("operator") as api:
@@ -71,9 +70,14 @@ def city(server):
             "id": OTHER_TENANT_VEHICLE, "type": "Vehicle",
             "location": {"type": "GeoProperty", "value": _point(0.001, 0.001)}},
         ).raise_for_status()
-    demo_ids = [e["id"] for e in sample_entities(demo_anchor(now))]
-    # the transit app's demo feed: its stops and routes are on the map too
-    demo_ids += [e["id"] for e in feed_entities(demo_feed()) if "location" in e]
+    # every app's demo entities with a location are on the map: build the demo city
+    # once more in a store of its own and take those (ids do not depend on the time)
+    store = open_store(f"sqlite:///{tmp_path_factory.mktemp('demo-city') / 'demo.db'}")
+    try:
+        build_demo_city(store, "default", demo_anchor(now))
+        demo_ids = [r.id for r in store.scan("default") if "location" in r.entity]
+    finally:
+        store.close()
     return {"demo": demo_ids, "seeded": [VEHICLE, SENSOR_HISTORY, SENSOR_LIVE, ZONE]}
 
 
@@ -132,7 +136,9 @@ def test_clicking_an_entity_opens_its_panel_with_a_history_chart(open_page, sign
     page.wait_for_selector("#panel:not([hidden])")
     page.wait_for_selector("#chart canvas")
     assert page.locator("#panel-title").inner_text() == "E2E sensor 1"
-    depth_row = page.locator("#panel-attrs tr", has_text="depth")
+    # the flood watch adds depthQuality and depthUsable beside depth: take depth's own row
+    depth_row = page.locator("#panel-attrs tr").filter(
+        has=page.get_by_text("depth", exact=True))
     assert "27" in depth_row.inner_text() and "cm" in depth_row.inner_text()
     page.wait_for_selector('#chart[data-points="7"]', timeout=5000)
     page.screenshot(path=screenshots / "dashboard-panel.png")

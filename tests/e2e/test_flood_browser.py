@@ -51,11 +51,14 @@ def test_the_flood_watch_view_lists_sites_by_level(open_page, server, flooded, s
                                                   screenshots):
     page = open_page(width=1600, height=1000)
     frame = open_view(page, sign_in, "operator")
-    first = frame.locator("#sites tbody tr").first
-    assert first.get_attribute("data-site") == SITE  # the most flooded site leads
-    assert first.locator(".level").get_attribute("data-level") == "2"
-    assert first.locator(".level").inner_text() == "warning"
-    assert "26.0 cm" in first.inner_text()
+    rows = frame.locator("#sites tbody tr")
+    levels = [int(v) for v in rows.locator(".level").evaluate_all(
+        "cells => cells.map(c => c.dataset.level)")]
+    assert levels == sorted(levels, reverse=True)  # the most flooded sites lead
+    row = frame.locator(f'#sites tbody tr[data-site="{SITE}"]')
+    assert row.locator(".level").get_attribute("data-level") == "2"
+    assert row.locator(".level").inner_text() == "warning"
+    assert "26.0 cm" in row.inner_text()
     with server.client("viewer") as api:
         expected = len(api.get("/apps/floodwatch/sites").json())
         pumps = len(api.get("/apps/floodwatch/pumps").json())

@@ -39,7 +39,8 @@ def demo_feed_path(store) -> Path:
 
 
 def build_transit_demo(store, tenant: str, at: datetime) -> list[str]:
-    """Write and import the demo city's GTFS feed; return the ids of its entities.
+    """Write and import the demo city's GTFS feed and its bus roads; return the ids of
+    their entities.
 
     Idempotent: the zip is written only when missing (it is deterministic), and an
     import already recorded for the same file is not repeated.
@@ -49,14 +50,16 @@ def build_transit_demo(store, tenant: str, at: datetime) -> list[str]:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_demo_gtfs(path, seed=DEMO_SEED)
     document = store.get_document(tenant, *FEED_DOCUMENT)
+    feed = read_feed(path)
+    roads = [entity["id"] for entity in demo_road_segments(feed)]
     if document and document.get("demo") and document.get("path") == str(path):
-        return [entity["id"] for entity in feed_entities(read_feed(path))]
-    store.upsert_entities(tenant, demo_road_segments(read_feed(path)))
+        return [entity["id"] for entity in feed_entities(feed)] + roads
+    store.upsert_entities(tenant, demo_road_segments(feed))
     report = import_feed(store, tenant, path)
     document = store.get_document(tenant, *FEED_DOCUMENT) or {}
     document.update(demo=True, seed=DEMO_SEED)
     store.put_document(tenant, *FEED_DOCUMENT, document)
-    return [entity["id"] for entity in feed_entities(report.feed)]
+    return [entity["id"] for entity in feed_entities(report.feed)] + roads
 
 
 def _line(shape, start_m: float, end_m: float) -> list[list[float]]:
