@@ -34,6 +34,7 @@ test: venv
 
 bench: venv
 	$(ENSURE_SERVICES)
+	$(BIN)/python -m pip install --quiet -e '.[postgres,bus,test,bench]'
 	@set -e; for script in $(BENCH); do \
 		echo "== $$script"; $(BIN)/python $$script; done
 
