@@ -1,0 +1,28 @@
+"""Flood risk on the dashboard: the flood-hazard areas of a published study.
+
+``FloodHazardArea`` polygons (written by ``cityos floodrisk publish`` and the demo
+builder) are the maximum-depth classes of one modelled event, coloured by the class's
+lower depth bound (``minDepth``, m); ``scenario`` says whether a polygon is the event
+without measures (``baseline``) or with a package. ``FloodRiskStudy`` marks the study
+area, its headline numbers on the entity.
+"""
+
+from __future__ import annotations
+
+from cityos.apps.floodrisk.demo import AREA_TYPE, DEPTH_CLASSES_M, STUDY_TYPE
+from cityos.web.layers import ColorSteps, LayerSpec, register_layer
+
+DEPTH_COLOURS = ("#9ecae1", "#4292c6", "#2171b5", "#08306b")
+
+FLOODRISK_LAYERS = (
+    LayerSpec(AREA_TYPE, {"en": "Flood hazard (study)", "ja": "浸水想定区域（検討）"},
+              color=DEPTH_COLOURS[0], geometry="polygon", order=30,
+              color_by=ColorSteps("minDepth", DEPTH_CLASSES_M[1:], DEPTH_COLOURS, "m"),
+              app_url="/apps/floodrisk/studies"),
+    LayerSpec(STUDY_TYPE, {"en": "Flood-risk studies", "ja": "洪水リスク検討"},
+              color="#3a6ea5", geometry="point", cluster=False, order=31, marker="square",
+              visible=False),
+)
+
+for _spec in FLOODRISK_LAYERS:
+    register_layer(_spec)
