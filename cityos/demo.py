@@ -28,6 +28,9 @@ DEMO_BUILDERS: list[str] = [
     "cityos.demo:build_core_sample",
     "cityos.apps.transit.demo:build_transit_demo",  # transit: the GTFS feed, stops, routes
     "cityos.apps.floodwatch.demo:build_floodwatch_demo",  # flood sensors, gauges, pumps
+    "cityos.apps.floodrisk.demo:build_floodrisk_demo",  # floodrisk: tiny study, hazard areas
+    # subsidence: InSAR product, area, buildings, metro line
+    "cityos.apps.subsidence.demo:build_subsidence_demo",
 ]
 
 #: Live feeds started while ``cityos demo`` serves.
@@ -212,17 +215,25 @@ def build_core_sample(store, tenant: str, at: datetime) -> list[str]:
     """Write the core sample entities and their history; return their ids.
 
     Idempotent: ids are fixed, history instants depend only on ``at``, and an entity
-    already stored exactly as wanted is left alone (no write, no new history row).
+    already stored as wanted is left alone (no write, no new history row). Attributes
+    an app added to a sample entity (the subsidence summary of City Hall, say) are
+    kept: the sample's own attributes are merged in, not the entity replaced.
     """
     from cityos.core.entities import normalise_entity
 
     wanted = sample_entities(at)
     ids = [e["id"] for e in wanted]
     stored = {r.id: r.entity for r in store.scan(tenant, ids=ids)}
-    changed = [e for e in wanted if stored.get(e["id"]) != normalise_entity(e)]
+
+    def as_wanted(entity: dict) -> bool:
+        have = stored.get(entity["id"])
+        return have is not None and all(have.get(k) == v
+                                        for k, v in normalise_entity(entity).items())
+
+    changed = [e for e in wanted if not as_wanted(e)]
     if not changed:
         return ids
-    _raise_on_errors(store.upsert_entities(tenant, changed, replace=True))
+    _raise_on_errors(store.upsert_entities(tenant, changed, replace=False))
     changed_ids = {e["id"] for e in changed}
     history = [f for f in sample_history(at) if f["id"] in changed_ids]
     # the earlier readings pass through the entity; then put the latest back on top
