@@ -149,3 +149,19 @@ def test_dask_cluster_agrees_with_the_pool(pooled, tiny, tmp_path):
         assert mine.impact.damage == pytest.approx(theirs.impact.damage, rel=1e-9)
         with rasterio.open(mine.raster()) as a, rasterio.open(theirs.raster()) as b:
             np.testing.assert_allclose(a.read(1), b.read(1), atol=1e-6)
+
+
+def test_pool_after_the_compiled_solver_ran_in_this_process(tmp_path):
+    # the compiled engine starts an OpenMP thread pool in the calling process; a pool of
+    # forked workers would abort, so the study's pool starts fresh interpreters
+    study = write_tiny_study(tmp_path / "study", engine="numba", return_periods=(50,))
+    serial = run_study(study, tmp_path / "one", workers=1)
+    pooled = run_study(study, tmp_path / "two", workers=2, use_cache=False,
+                       threads_per_worker=1)
+    assert pooled.executed == 2
+    for package in (BASELINE, PACKAGE):
+        a, b = serial.run(package, 50), pooled.run(package, 50)
+        assert a.key == b.key
+        assert b.impact.damage == pytest.approx(a.impact.damage, rel=1e-9)
+        with rasterio.open(a.raster()) as x, rasterio.open(b.raster()) as y:
+            np.testing.assert_allclose(y.read(1), x.read(1), atol=1e-6)
