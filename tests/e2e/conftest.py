@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -55,6 +56,43 @@ class Server:
             "Authorization": f"Bearer {self.keys[role]}", "NGSILD-Tenant": tenant})
 
 
+@contextmanager
+def serve_cityos(workdir: Path, env: dict, keys: dict[str, str]) -> Iterator[Server]:
+    """Run ``cityos serve`` on a free port in ``workdir`` until the block ends.
+
+    ``env`` carries the database URL; the server log goes to ``workdir/server.log``
+    and is shown if the server does not answer ``/health`` within 30 s.
+    """
+    port = free_port()
+    log_path = workdir / "server.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cityos.cli", "serve", "--host", "127.0.0.1", "--port",
+             str(port), "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT,
+            env=env, cwd=workdir)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"cityos serve did not start:\n{log_path.read_text()}")
+        time.sleep(0.2)
+    try:
+        yield Server(url, keys, process, log_path)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @pytest.fixture(scope="session")
 def chromium_path() -> str:
     if not Path(CHROMIUM).exists():
@@ -88,34 +126,8 @@ def server(tmp_path_factory, front_end_libraries) -> Iterator[Server]:
             for role in ("viewer", "operator", "admin")}
     keys["other"] = cityos("keys", "create", "--tenant", "other", "--role", "operator",
                            env=env).strip()
-    port = free_port()
-    log_path = workdir / "server.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "cityos.cli", "serve", "--host", "127.0.0.1", "--port",
-             str(port), "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT,
-            env=env, cwd=workdir)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"cityos serve did not start:\n{log_path.read_text()}")
-        time.sleep(0.2)
-    try:
-        yield Server(url, keys, process, log_path)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with serve_cityos(workdir, env, keys) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

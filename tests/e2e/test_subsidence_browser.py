@@ -10,15 +10,11 @@ database, where the builder finds and reuses it.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 from datetime import UTC, datetime
 
-import httpx
 import pytest
 
-from tests.e2e.conftest import TENANT, Server, cityos, free_port
+from tests.e2e.conftest import TENANT, cityos, serve_cityos
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -51,34 +47,8 @@ def server(tmp_path_factory, front_end_libraries):
     env["CITYOS_DATABASE_URL"] = f"sqlite:///{database}"
     keys = {role: cityos("keys", "create", "--tenant", TENANT, "--role", role, "--name",
                          f"e2e {role}", env=env).strip() for role in ("viewer", "operator")}
-    port = free_port()
-    log_path = workdir / "server.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "cityos.cli", "serve", "--host", "127.0.0.1", "--port",
-             str(port), "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT,
-            env=env, cwd=workdir)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"cityos serve did not start:\n{log_path.read_text()}")
-        time.sleep(0.2)
-    try:
-        yield Server(url, keys, process, log_path)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with serve_cityos(workdir, env, keys) as server:
+        yield server
 
 
 def open_app_page(open_page, server, name: str, role: str = "viewer"):
