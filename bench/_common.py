@@ -7,7 +7,10 @@ The leading underscore keeps ``make bench`` from running this module as a benchm
 from __future__ import annotations
 
 import math
+import os
 import sys
+import time
+from datetime import UTC, datetime
 
 
 def log(message: str) -> None:
@@ -60,3 +63,32 @@ def markdown(head: list[str], rows: list[list[str]]) -> str:
              for line in cells]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)
+
+
+def print_report(app: str, kind: str, started: float, load_before: float, table: str,
+                 notes: list[str]) -> None:
+    """Print a benchmark's title line, its Markdown table and its notes on stdout.
+
+    Parameters
+    ----------
+    app : str
+        What was measured (``core``, ``transit`` ...), for the title.
+    kind : str
+        ``full``, ``quick`` or ``custom`` sizes.
+    started : float
+        ``time.monotonic()`` when the benchmark began.
+    load_before : float
+        The 1-minute load average then: a shared machine shows in the figures.
+    table : str
+        The table (:func:`markdown`).
+    notes : list of str
+        One bullet each, after the table.
+    """
+    print(f"CityOS {app} benchmark ({kind} sizes; {os.cpu_count()} CPUs; "
+          f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {time.monotonic() - started:.0f} s; "
+          f"1-min load average {load_before:.2f} at start, {os.getloadavg()[0]:.2f} at end)\n")
+    print(table)
+    if notes:
+        print()
+        for note in notes:
+            print(f"- {note}")

@@ -60,7 +60,7 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 import orjson  # noqa: E402
 
-from bench._common import log, markdown, percentile, yes_no  # noqa: E402
+from bench._common import log, markdown, percentile, print_report, yes_no  # noqa: E402
 from cityos.core.store import EntityQuery, TemporalQuery, open_store  # noqa: E402
 from cityos.core.tenancy import create_key  # noqa: E402
 from cityos.core.timefmt import format_datetime, to_micros  # noqa: E402
@@ -1007,14 +1007,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 backend.close()
     kind = "full" if sizes == FULL else "quick" if sizes == QUICK else "custom"
-    print(f"CityOS core benchmark ({kind} sizes; {os.cpu_count()} CPUs; "
-          f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {time.monotonic() - started:.0f} s; "
-          f"1-min load average {load_before:.2f} at start, {os.getloadavg()[0]:.2f} at end)\n")
-    print(table(rows))
-    if notes:
-        print()
-        for note in notes:
-            print(f"- {note}")
+    print_report("core", kind, started, load_before, table(rows), notes)
     return 1 if any("WRONG" in n or "timed out" in n for n in notes) else 0
 
 

@@ -40,7 +40,6 @@ import os
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +47,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._common import log, markdown, yes_no  # noqa: E402
+from bench._common import log, markdown, print_report, yes_no  # noqa: E402
 from cityos.apps.floodrisk.losses import CurveNumber  # noqa: E402
 from cityos.apps.floodrisk.solver import (  # noqa: E402
     Domain,
@@ -268,13 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     more_rows, more_notes = ([], []) if args.no_study else bench_study(sizes)
     rows += more_rows
     notes += more_notes
-    print(f"CityOS floodrisk benchmark ({kind} sizes; {os.cpu_count()} CPUs; "
-          f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {time.monotonic() - started:.0f} s; "
-          f"1-min load average {load_before:.2f} at start, {os.getloadavg()[0]:.2f} at end)\n")
-    print(markdown(HEAD, rows))
-    print()
-    for note in notes:
-        print(f"- {note}")
+    print_report("floodrisk", kind, started, load_before, markdown(HEAD, rows), notes)
     return 0
 
 

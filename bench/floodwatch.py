@@ -82,7 +82,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._common import log, markdown, percentile, yes_no  # noqa: E402
+from bench._common import log, markdown, percentile, print_report, yes_no  # noqa: E402
 from cityos.apps.floodwatch.api import site_entities  # noqa: E402
 from cityos.apps.floodwatch.models import SITE_TYPE, Site  # noqa: E402
 from cityos.apps.floodwatch.nowcast import (  # noqa: E402
@@ -724,13 +724,7 @@ def main(argv: list[str] | None = None) -> int:
     rows += more_rows
     notes += more_notes
     kind = "full" if sizes == FULL else "quick" if sizes == QUICK else "custom"
-    print(f"CityOS floodwatch benchmark ({kind} sizes; {os.cpu_count()} CPUs; "
-          f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {time.monotonic() - started:.0f} s; "
-          f"1-min load average {load_before:.2f} at start, {os.getloadavg()[0]:.2f} at end)\n")
-    print(markdown(HEAD, rows))
-    print()
-    for note in notes:
-        print(f"- {note}")
+    print_report("floodwatch", kind, started, load_before, markdown(HEAD, rows), notes)
     return 1 if any("WRONG" in n for n in notes) else 0
 
 

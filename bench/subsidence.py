@@ -48,7 +48,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import h5py
@@ -57,7 +56,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._common import log, markdown, yes_no  # noqa: E402
+from bench._common import log, markdown, print_report, yes_no  # noqa: E402
 from cityos.apps.subsidence.synthetic import (  # noqa: E402
     demo_dates,
     mintpy_attributes,
@@ -248,13 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(f"(iv) MintPy peak {mp['rss_kib'] / 2**20:.2f} GiB "
                          "(it reads the whole cube at once below its 4 GB default limit)")
     kind = "full" if sizes == FULL else "quick" if sizes == QUICK else "custom"
-    print(f"CityOS subsidence benchmark ({kind} sizes; {os.cpu_count()} CPUs; "
-          f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {time.monotonic() - started:.0f} s; "
-          f"1-min load average {load_before:.2f} at start, {os.getloadavg()[0]:.2f} at end)\n")
-    print(markdown(HEAD, rows))
-    print()
-    for note in notes:
-        print(f"- {note}")
+    print_report("subsidence", kind, started, load_before, markdown(HEAD, rows), notes)
     return 0
 
 

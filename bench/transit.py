@@ -43,7 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +51,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._common import log, markdown  # noqa: E402
+from bench._common import log, markdown, print_report  # noqa: E402
 from cityos.apps.transit.live import LiveFleet  # noqa: E402
 from cityos.apps.transit.models import (  # noqa: E402
     Feed,
@@ -339,13 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     rows += more_rows
     notes += more_notes
     kind = "full" if sizes == FULL else "quick" if sizes == QUICK else "custom"
-    print(f"CityOS transit benchmark ({kind} sizes; {os.cpu_count()} CPUs; "
-          f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {time.monotonic() - started:.0f} s; "
-          f"1-min load average {load_before:.2f} at start, {os.getloadavg()[0]:.2f} at end)\n")
-    print(markdown(HEAD, rows))
-    print()
-    for note in notes:
-        print(f"- {note}")
+    print_report("transit", kind, started, load_before, markdown(HEAD, rows), notes)
     return 0
 
 
