@@ -492,6 +492,22 @@ def _limit_threads(threads: int) -> None:
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
 
 
+def _pool_context():
+    """How to start worker processes: forks where safe, else fresh interpreters.
+
+    Once the compiled solver has run in this process its thread pool exists, and GNU
+    OpenMP aborts a child forked from such a process; fresh interpreters ("spawn") are
+    safe but need a main module they can import (a script, not code on stdin).
+    """
+    import numba
+
+    try:
+        numba.threading_layer()
+    except ValueError:  # no parallel kernel has run here yet: forking is safe and cheap
+        return mp.get_context()
+    return mp.get_context("spawn")
+
+
 def _execute_all(specs: list[RunSpec], workers: int, dask_address: str | None,
                  progress: Callable[[str], None],
                  threads_per_worker: int | None = None) -> dict[str, dict]:
@@ -525,9 +541,7 @@ def _execute_all(specs: list[RunSpec], workers: int, dask_address: str | None,
     # Workers share the cores: each one's solver threads would otherwise oversubscribe
     # them (n workers x all cores), which slows every run down.
     threads = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
-    # Fresh interpreters, not forks: a process whose compiled solver has run holds an
-    # OpenMP thread pool, and OpenMP aborts a child forked from it.
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(),
                                 initializer=_limit_threads, initargs=(threads,)) as pool:
         futures = {pool.submit(execute_run, spec): spec for spec in specs}
         for future in cf.as_completed(futures):
