@@ -34,6 +34,9 @@ def run(
     dask: str = typer.Option(None, "--dask", help="Dask scheduler address, tcp://host:port "
                                                   "(runs go there instead of a local pool)."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse cached runs."),
+    threads: int = typer.Option(None, "--threads-per-worker", min=1,
+                                help="Solver threads per worker [default: the CPUs shared "
+                                     "out among the workers]."),
 ) -> None:
     """Run every return period x package of a study, then impacts and economics."""
     from cityos.apps.floodrisk.inputs import InputError
@@ -44,7 +47,7 @@ def run(
     started = time.perf_counter()
     try:
         results = run_study(study, out, workers=workers, dask_address=dask, use_cache=cache,
-                            progress=lambda line: typer.echo(
+                            threads_per_worker=threads, progress=lambda line: typer.echo(
                                 f"[{time.perf_counter() - started:7.1f} s] {line}"))
     except (StudyError, InputError) as error:
         _fail(str(error), code=2)

@@ -23,7 +23,7 @@ def invoke(*args):
 def ran(tmp_path_factory):
     study = write_tiny_study(tmp_path_factory.mktemp("cli") / "study", return_periods=(2, 50))
     out = study.parent / "results"
-    result = invoke("run", study, "--out", out, "--workers", "1")
+    result = invoke("run", study, "--out", out, "--workers", "1", "--threads-per-worker", "1")
     assert result.exit_code == 0, result.output
     return study, out, result.output
 
