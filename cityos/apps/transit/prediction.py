@@ -83,6 +83,15 @@ CLOCK_TOLERANCE_S = 120.0  # second pass of the clock only when the first was of
 MIN_WINDOW_S = 45.0  # historical seconds a speed measurement spans at least
 Z90 = 1.2815515655446004  # standard normal 90th percentile
 FORMAT_VERSION = 1
+#: Step of the interval's self-calibration (adaptive conformal inference): the log of
+#: the spread factor moves by this x (missed - expected miss rate) per scored interval.
+CALIBRATION_STEP = 0.005
+#: Intervals scored against the arrivals the vehicle's pings show: from this far ahead
+#: (a stop passage is known to a ping interval) to this far.
+CALIBRATION_HORIZONS_S = (120.0, 1800.0)
+#: A stop passage is timed (interpolated between two positions) only when they are at
+#: most this far apart in time: across a GPS outage it is not known well enough.
+CALIBRATION_MAX_GAP_S = 60.0
 
 
 def day_type(feed: Feed | None, day: date) -> int:
@@ -271,6 +280,11 @@ class _Track:
     measurements: int = 0
     ended_t: float = math.nan  # when the vehicle reached the last stop of its trip
     at_terminus_t: float = math.nan  # when it was first at the first stop of this one
+    # intervals issued on this trip, one forecast per stop reached, to be scored
+    # against the arrivals: (made at, index of the first stop, lower, upper)
+    issued: list = field(default_factory=list)
+    issued_k: int = -2  # the stop reached when the last one was recorded
+    last_dist: float = math.nan  # distance along the shape at last_t
 
 
 def _elapsed_cov(phi: float, h: np.ndarray, var: np.ndarray) -> np.ndarray:
@@ -303,6 +317,16 @@ class ArrivalPredictor:
         Observations a time bin needs before its own statistics are used.
     interval : (float, float)
         Quantiles of the prediction interval.
+
+    Notes
+    -----
+    The interval calibrates itself while it predicts: each vehicle's intervals (those
+    of the first forecast after each stop it reaches) are scored when it reaches the
+    stops they were for, and a spread factor ``interval_scale`` grows after a miss and
+    shrinks after a hit so that the share held converges to the interval's coverage
+    (adaptive conformal inference, Gibbs and Candes 2021). The error variances alone
+    fit replays of recorded stop times but not predictions from live positions, which
+    run early (see docs/transit.md).
 
     Examples
     --------
@@ -341,6 +365,8 @@ class ArrivalPredictor:
         self.terminus_lag_s = 0.0
         self.terminus_turnround_s = 0.0
         self.mean_log_var = self.error.var_u + self.error.var_e
+        # factor on the interval's log-scale spread, calibrated online (see Notes)
+        self.interval_scale = 1.0
         self._reindex()
         self._plans: dict[str, _Plan] = {}
         self._plans_feed: Feed | None = None
@@ -563,6 +589,7 @@ class ArrivalPredictor:
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"version": FORMAT_VERSION, "segments": self.segments, "stops": self.stops,
                 "error": asdict(self.error), "mean_log_var": self.mean_log_var,
+                "interval_scale": self.interval_scale,
                 "terminus_lag_s": self.terminus_lag_s,
                 "terminus_turnround_s": self.terminus_turnround_s,
                 "min_count": self.min_count, "interval": list(self.interval),
@@ -592,6 +619,7 @@ class ArrivalPredictor:
         predictor.stops = list(meta["stops"])
         predictor.error = ErrorModel(**meta["error"])
         predictor.mean_log_var = float(meta["mean_log_var"])
+        predictor.interval_scale = float(meta.get("interval_scale", 1.0))
         predictor.terminus_lag_s = float(meta.get("terminus_lag_s", 0.0))
         predictor.terminus_turnround_s = float(meta.get("terminus_turnround_s", 0.0))
         if predictor.run_mean.shape[0] != len(predictor.segments) + 1 or \
@@ -728,6 +756,7 @@ class ArrivalPredictor:
             track.last_t, track.k, track.t_reached = -math.inf, -1, math.nan
             track.anchor, track.timeline, track.measurements = None, None, 0
             track.at_terminus_t, track.ended_t = track.ended_t, math.nan
+            track.issued, track.issued_k = [], -2
         return track
 
     def _locate(self, plan: _Plan, progress) -> tuple[int, float, float, bool]:
@@ -817,6 +846,8 @@ class ArrivalPredictor:
             self._timeline(plan, track, kind, deviation)
         if t > track.last_t:
             if k > track.k:
+                if track.issued:
+                    self._score_intervals(track, plan, k, dist, t)
                 track.k, track.t_reached = k, t
                 if k == n - 1:
                     track.ended_t = t
@@ -825,8 +856,33 @@ class ArrivalPredictor:
             near_next = k + 1 < n and plan.dist_m[k + 1] - dist < AT_STOP_M
             if not at_stop and not near_next and k < n - 1:
                 self._measure(track, k, fraction, t)
-            track.last_t = t
+            track.last_t, track.last_dist = t, dist
         return plan, track, origin, kind, t, k, fraction, at_stop, deviation
+
+    def _score_intervals(self, track: _Track, plan: _Plan, k: int, dist: float,
+                         t: float) -> None:
+        """Score the intervals issued for the stops passed since the last position (up
+        to stop ``k``, the vehicle now at ``dist`` at ``t``); move the spread factor."""
+        gap = t - track.last_t
+        if not (0.0 < gap <= CALIBRATION_MAX_GAP_S) or not dist > track.last_dist:
+            track.issued = [r for r in track.issued if r[1] + len(r[2]) - 1 > k]
+            return
+        low_h, high_h = CALIBRATION_HORIZONS_S
+        expected_miss = 1.0 - (self.interval[1] - self.interval[0])
+        step = 0.0
+        for j in range(max(track.k + 1, 0), k + 1):
+            # when the vehicle passed stop j, between its last position and this one
+            share = (plan.dist_m[j] - track.last_dist) / (dist - track.last_dist)
+            passed = track.last_t + min(max(share, 0.0), 1.0) * gap
+            for made, first, lower, upper in track.issued:
+                i = j - first
+                if 0 <= i < len(lower) and low_h <= passed - made <= high_h:
+                    missed = not lower[i] <= passed <= upper[i]
+                    step += CALIBRATION_STEP * (missed - expected_miss)
+        track.issued = [r for r in track.issued if r[1] + len(r[2]) - 1 > k]
+        if step:
+            self.interval_scale = float(np.clip(self.interval_scale * math.exp(step),
+                                                0.5, 4.0))
 
     def observe(self, feed: Feed, trip_id: str, vehicle_id: str, progress,
                 service_date: date, timezone: str | None = None) -> None:
@@ -900,11 +956,14 @@ class ArrivalPredictor:
         var = var + _elapsed_cov(err.phi, h, innovations)
         var = var + np.cumsum(h ** 2 * err.var_e * scale / np.maximum(remaining, 0.05))
         left = np.maximum(arrive - now, 1.0)
-        sigma = np.sqrt(np.log1p(var / left ** 2))
+        sigma = np.sqrt(np.log1p(var / left ** 2)) * self.interval_scale
         predicted = np.maximum(arrive, now)
         lower = now + left * np.exp(self._z_low * sigma)
         upper = now + left * np.exp(self._z_high * sigma)
         lower = np.minimum(np.maximum(lower, now), predicted)
+        if track.issued_k != k:  # one forecast per stop reached is scored later
+            track.issued.append((now, first, lower, upper))
+            track.issued_k = k
         scheduled = origin + plan.arrival_s[first:]
         return StopForecast(trip_id, first, predicted, lower, upper, scheduled, now, delay)
 

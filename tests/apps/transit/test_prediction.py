@@ -224,6 +224,38 @@ def test_interval_covers_about_80_percent_on_noisy_days():
     assert 0.72 <= coverage <= 0.9, coverage
 
 
+def positions(arrivals, trip_id: str, every_s: float = 15.0) -> list[tuple]:
+    """A device's progress every ``every_s`` along a trip as it happened: standing at
+    each stop from arrival to departure, moving at constant speed between stops."""
+    mine = sorted((a for a in arrivals if a.trip_id == trip_id), key=lambda a: a.stop_sequence)
+    times = [t for a in mine for t in (a.arrival_t, a.departure_t)]
+    dists = [(a.stop_sequence - 1) * SPACING_M for a in mine for _ in range(2)]
+    t = np.arange(times[0], times[-1], every_s)
+    return [(None, float(d), float(s)) for d, s in zip(np.interp(t, times, dists), t,
+                                                     strict=True)]
+
+
+@pytest.mark.parametrize("start_scale", [0.3, 3.0])
+def test_interval_calibrates_itself_from_live_positions(start_scale):
+    feed = line_feed()
+    predictor = ArrivalPredictor().learn(noisy_history(feed, weekdays(MONDAY, 6)), feed)
+    predictor.interval_scale = start_scale  # far too narrow, or far too wide
+    test_day = MONDAY + timedelta(days=28)
+    truth = noisy_history(feed, [test_day], seed=99)
+    actual = {(a.trip_id, a.stop_sequence): a.arrival_t for a in truth}
+    inside = []
+    for trip_id in feed.trips:  # through the day, a ping every 15 s
+        for progress in positions(truth, trip_id):
+            for p in predictor.predict(feed, trip_id, f"bus-{trip_id}", progress, test_day):
+                if 120.0 <= actual[(trip_id, p.stop_sequence)] - progress[2] <= 1800.0:
+                    inside.append(p.lower_t <= actual[(trip_id, p.stop_sequence)] <= p.upper_t)
+    early, late = np.mean(inside[: len(inside) // 8]), np.mean(inside[len(inside) // 2:])
+    # the first eighth shows the wrong width; by the second half it holds about 80 %
+    assert (early < 0.6) if start_scale < 1 else (early > 0.9), early
+    assert 0.72 <= late <= 0.88, late
+    assert 0.6 < predictor.interval_scale < 2.0
+
+
 def test_first_stop_departs_no_earlier_than_scheduled():
     feed = line_feed()
     predictor = ArrivalPredictor().learn(
