@@ -962,7 +962,12 @@ class ArrivalPredictor:
         upper = now + left * np.exp(self._z_high * sigma)
         lower = np.minimum(np.maximum(lower, now), predicted)
         if track.issued_k != k:  # one forecast per stop reached is scored later
-            track.issued.append((now, first, lower, upper))
+            # only the stops that may be passed within the scored horizon: a long
+            # trip's full arrays for every stop would hold n^2 numbers per bus
+            within = np.flatnonzero(lower <= now + 2.0 * CALIBRATION_HORIZONS_S[1])
+            if len(within):
+                m = int(within[-1]) + 1
+                track.issued.append((now, first, lower[:m].copy(), upper[:m].copy()))
             track.issued_k = k
         scheduled = origin + plan.arrival_s[first:]
         return StopForecast(trip_id, first, predicted, lower, upper, scheduled, now, delay)
