@@ -45,6 +45,16 @@ def edited(study_path, tmp_path, change) -> str:
     return path
 
 
+def assert_same_50_year_runs(mine, theirs) -> None:
+    """Two studies' 50-year runs agree, run for run: keys, damage and depth rasters."""
+    for package in (BASELINE, PACKAGE):
+        a, b = mine.run(package, 50), theirs.run(package, 50)
+        assert a.key == b.key
+        assert a.impact.damage == pytest.approx(b.impact.damage, rel=1e-9)
+        with rasterio.open(a.raster()) as x, rasterio.open(b.raster()) as y:
+            np.testing.assert_allclose(x.read(1), y.read(1), atol=1e-6)
+
+
 # ------------------------------------------------------------------ validation
 def test_parse_study_and_run_matrix(tiny):
     study = parse_study(tiny)
@@ -143,12 +153,7 @@ def test_dask_cluster_agrees_with_the_pool(pooled, tiny, tmp_path):
                       dashboard_address=None) as cluster:
         result = run_study(only_50, tmp_path / "dask", dask_address=cluster.scheduler_address)
     assert result.executed == 2
-    for package in (BASELINE, PACKAGE):
-        mine, theirs = result.run(package, 50), pooled.run(package, 50)
-        assert mine.key == theirs.key
-        assert mine.impact.damage == pytest.approx(theirs.impact.damage, rel=1e-9)
-        with rasterio.open(mine.raster()) as a, rasterio.open(theirs.raster()) as b:
-            np.testing.assert_allclose(a.read(1), b.read(1), atol=1e-6)
+    assert_same_50_year_runs(result, pooled)
 
 
 def test_pool_after_the_compiled_solver_ran_in_this_process(tmp_path):
@@ -159,9 +164,4 @@ def test_pool_after_the_compiled_solver_ran_in_this_process(tmp_path):
     pooled = run_study(study, tmp_path / "two", workers=2, use_cache=False,
                        threads_per_worker=1)
     assert pooled.executed == 2
-    for package in (BASELINE, PACKAGE):
-        a, b = serial.run(package, 50), pooled.run(package, 50)
-        assert a.key == b.key
-        assert b.impact.damage == pytest.approx(a.impact.damage, rel=1e-9)
-        with rasterio.open(a.raster()) as x, rasterio.open(b.raster()) as y:
-            np.testing.assert_allclose(y.read(1), x.read(1), atol=1e-6)
+    assert_same_50_year_runs(pooled, serial)

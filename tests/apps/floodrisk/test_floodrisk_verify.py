@@ -26,6 +26,7 @@ import heapq
 import numpy as np
 import pytest
 
+from cityos.apps.floodrisk.rainfall import Hyetograph
 from cityos.apps.floodrisk.solver import (
     Domain,
     Forcing,
@@ -38,14 +39,6 @@ from cityos.apps.floodrisk.solver import (
 HOUR = 3600.0
 
 
-class Storm:
-    """A hyetograph as the solver reads it (edges in s, intensities in mm/h)."""
-
-    def __init__(self, edges_s, intensity_mm_h):
-        self.edges_s = np.asarray(edges_s, dtype=float)
-        self.intensity_mm_h = np.asarray(intensity_mm_h, dtype=float)
-
-
 def bumpy_dem(ny=24, nx=30, seed=3):
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:ny, 0:nx]
@@ -56,7 +49,7 @@ def bumpy_dem(ny=24, nx=30, seed=3):
 def test_closed_domain_keeps_every_drop_of_rain(engine):
     z = bumpy_dem(16, 20)
     z[8:10, 4:12] = np.nan  # a wall inside
-    storm = Storm([0, 900, 1800, 3600], [30.0, 120.0, 15.0])
+    storm = Hyetograph([0, 900, 1800, 3600], [30.0, 120.0, 15.0])
     result = simulate(Domain(z, 5.0, 0.035, "closed"), Forcing(rain=storm),
                       SolverOptions(duration_s=1.5 * HOUR, engine=engine))
     v = result.volume
