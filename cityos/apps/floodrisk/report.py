@@ -14,21 +14,19 @@ package and the EAD by package; the method and its sources.
 
 from __future__ import annotations
 
-import base64
-import io
 import math
 from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import BoundaryNorm, ListedColormap, TwoSlopeNorm
 from matplotlib.figure import Figure
 
 from cityos.apps.floodrisk.damage import JRC_SOURCE
 from cityos.apps.floodrisk.economics import loss_exceedance
 from cityos.apps.floodrisk.study import BASELINE, StudyResults, load_results
+from cityos.web.figures import figure_img
 
 __all__ = ["headline_sentence", "render_report", "write_report"]
 
@@ -44,14 +42,6 @@ img{max-width:100%;display:block;margin:.5em 0}
 #: Depth classes of the maps (m) and their colours (light to dark blue).
 DEPTH_CLASSES_M = (0.10, 0.25, 0.50, 1.00, 2.00)
 DEPTH_COLOURS = ("#c6dbef", "#9ecae1", "#6baed6", "#3182bd", "#08519c", "#08306b")
-
-
-def _png(fig: Figure, dpi: int = 100) -> str:
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    data = base64.b64encode(buf.getvalue()).decode("ascii")
-    return f'<img alt="{escape(fig.get_label())}" src="data:image/png;base64,{data}">'
 
 
 def _money(value: float | None, currency: str = "") -> str:
@@ -140,7 +130,7 @@ def _maps(results: StudyResults) -> str:
         ax = fig.add_subplot(1, 1, 1)
         image = _depth_map(ax, base, extent, f"{t:g}-year storm: maximum depth")
         fig.colorbar(image, ax=ax, label="m", shrink=0.8)
-        return _png(fig)
+        return figure_img(fig, tight=True)
     with_pkg, _ = _read(results.run(package, t).raster("max_depth_m"))
     fig = Figure(figsize=(15, 5.2), label=f"maximum depth with and without, {t:g}-year storm")
     axes = fig.subplots(1, 3)
@@ -158,7 +148,7 @@ def _maps(results: StudyResults) -> str:
     axes[2].set_yticks([])
     axes[2].set_facecolor("#f2efe9")
     fig.colorbar(shown, ax=axes[2], label="m (blue: shallower)", shrink=0.8)
-    return _png(fig)
+    return figure_img(fig, tight=True)
 
 
 # ====================================================================== charts
@@ -182,7 +172,7 @@ def _curves(results: StudyResults) -> str:
     bars.set_ylabel(f"EAD ({cur}/year)" if cur else "EAD per year")
     bars.set_title("expected annual damage by package", fontsize=10)
     bars.tick_params(axis="x", rotation=20)
-    return _png(fig)
+    return figure_img(fig, tight=True)
 
 
 # ====================================================================== tables

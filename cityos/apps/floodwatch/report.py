@@ -12,8 +12,6 @@ near the sensors during floods against dry days, per flood and by hour of day.
 
 from __future__ import annotations
 
-import base64
-import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +22,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import matplotlib.dates as mdates
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from cityos.apps.floodwatch.events import (
@@ -41,6 +38,7 @@ from cityos.apps.floodwatch.events import (
     site_event_table,
     traffic_impact,
 )
+from cityos.web.figures import figure_img
 
 __all__ = ["ReportOptions", "SiteRecord", "render_report", "write_report"]
 
@@ -109,15 +107,6 @@ class _SiteResult:
 
 
 # ============================================================================ helpers
-def _png(fig: Figure, dpi: int) -> str:
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    # No "Software" text chunk: the page should carry no links, even encoded ones.
-    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
-    data = base64.b64encode(buf.getvalue()).decode("ascii")
-    return f'<img alt="{escape(fig.get_label())}" src="data:image/png;base64,{data}">'
-
-
 def _x(t) -> np.ndarray:
     return np.asarray(t, dtype=np.float64) / 86400.0 + _EPOCH_NUM
 
@@ -211,7 +200,7 @@ def _site_plot(res: _SiteResult, opt: ReportOptions, zone: ZoneInfo) -> str:
     ax.set_title(f"{site.name}: rain events (blue), floods >= {opt.flood_level_cm:g} cm (red)",
                  fontsize=10)
     fig.tight_layout()
-    return _png(fig, opt.plot_dpi)
+    return figure_img(fig, opt.plot_dpi)
 
 
 def _scatter_plot(results: list[_SiteResult], corr: Correlation, opt: ReportOptions) -> str:
@@ -239,7 +228,7 @@ def _scatter_plot(results: list[_SiteResult], corr: Correlation, opt: ReportOpti
             bbox={"facecolor": "white", "alpha": 0.8, "lw": 0})
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    return _png(fig, opt.plot_dpi)
+    return figure_img(fig, opt.plot_dpi)
 
 
 def _hour_plot(by_hour, opt: ReportOptions) -> str:
@@ -254,7 +243,7 @@ def _hour_plot(by_hour, opt: ReportOptions) -> str:
     ax.set_xlabel(f"hour of day ({opt.tz})")
     ax.set_ylabel("volume vs dry days (%)")
     fig.tight_layout()
-    return _png(fig, opt.plot_dpi)
+    return figure_img(fig, opt.plot_dpi)
 
 
 # ============================================================================= render

@@ -9,8 +9,6 @@ embedded as ``data:`` URIs, so the page needs nothing else.
 
 from __future__ import annotations
 
-import base64
-import io
 import math
 from collections.abc import Sequence
 from html import escape
@@ -18,6 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cityos.web.figures import figure_img
+
+FIGURE_DPI = 90
 _CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 72rem;
        padding: 0 1rem; color: #1b1f24; }
@@ -31,17 +32,6 @@ img { max-width: 100%; }
 .risk-high { color: #b42318; font-weight: 600; } .risk-medium { color: #b54708; }
 .risk-low { color: #1d4ed8; }
 """
-
-
-def figure_html(fig, dpi: int = 90) -> str:
-    """A Matplotlib figure as an ``<img>`` with the PNG inline."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img alt="{escape(fig.get_label())}" src="data:image/png;base64,{data}">'
 
 
 def num(value, digits: int = 1, signed: bool = False) -> str:
@@ -98,7 +88,7 @@ def product_section(points) -> str:
             ax.set_xlabel("velocity (mm/yr)")
             ax.set_ylabel("points")
             fig.tight_layout()
-            parts.append(figure_html(fig))
+            parts.append(figure_img(fig, FIGURE_DPI))
     else:
         parts.append('<p class="note">Not fitted yet: run <code>cityos subsidence fit</code>.'
                      "</p>")
@@ -149,7 +139,7 @@ def assets_section(profiles, names: dict[str, str] | None = None) -> str:
         parts.append(f"<h3>{escape(name)}</h3><p>{profile.length_m / 1000.0:.2f} km, "
                      f"{profile.n_points} points within {profile.buffer_m:g} m, "
                      f"{profile.bin_m:g} m bins{worst}.</p>")
-        parts.append(figure_html(profile_figure(profile, name)))
+        parts.append(figure_img(profile_figure(profile, name), FIGURE_DPI))
     return "".join(parts)
 
 
@@ -179,8 +169,8 @@ def levelling_section(comparison) -> str:
              table(["benchmark", "points", "epochs", "mean (mm)", "MAE (mm)", "RMSE (mm)",
                     "max |diff| (mm)", "r", "note"], rows)]
     if comparison.compared:
-        parts.append(figure_html(scatter_figure(comparison)))
-        parts.append(figure_html(series_figure(comparison)))
+        parts.append(figure_img(scatter_figure(comparison), FIGURE_DPI))
+        parts.append(figure_img(series_figure(comparison), FIGURE_DPI))
     return "".join(parts)
 
 
@@ -197,7 +187,7 @@ def markers_section(matches) -> str:
              table(["marker", "InSAR point", "distance (m)", "epochs", "mean (mm)",
                     "RMSE (mm)"], rows)]
     if any(m.point_row is not None for m in matches):
-        parts.append(figure_html(markers_figure(matches)))
+        parts.append(figure_img(markers_figure(matches), FIGURE_DPI))
     return "".join(parts)
 
 
