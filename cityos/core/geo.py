@@ -174,6 +174,23 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def utm_epsg(lon: float, lat: float) -> int:
+    """EPSG code of the WGS84 UTM zone containing ``(lon, lat)``.
+
+    Parameters
+    ----------
+    lon, lat : float
+        A WGS84 position in degrees.
+
+    Returns
+    -------
+    int
+        326zz north of the equator, 327zz south of it.
+    """
+    zone = min(60, max(1, int((lon + 180.0) // 6.0) + 1))
+    return (32600 if lat >= 0 else 32700) + zone
+
+
 def lonlat_bounds(geojson: dict) -> tuple[float, float, float, float]:
     """Lon/lat box ``(min_lon, min_lat, max_lon, max_lat)`` of a GeoJSON geometry.
 

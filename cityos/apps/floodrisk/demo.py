@@ -29,6 +29,7 @@ import numpy as np
 import yaml
 from shapely.geometry import LineString, box, mapping
 
+from cityos.core.geo import utm_epsg
 from cityos.demo import CITY_CENTRE
 
 STUDY_TYPE = "FloodRiskStudy"
@@ -41,11 +42,6 @@ TINY_SIZE = 24
 TINY_CELL_M = 10.0
 #: Offset of the tiny catchment from the demo city's centre (degrees; south-east of it).
 TINY_OFFSET_DEG = (0.012, -0.010)
-
-
-def _utm(lon: float, lat: float) -> str:
-    zone = int(math.floor((lon + 180.0) / 6.0)) % 60 + 1
-    return f"EPSG:{(32600 if lat >= 0 else 32700) + zone}"
 
 
 def _geojson(path: Path, features: list[tuple[object, dict]], crs: str) -> str:
@@ -87,7 +83,7 @@ def write_tiny_study(directory: str | Path, *, size: int = TINY_SIZE,
     directory.mkdir(parents=True, exist_ok=True)
     lon, lat = origin_lonlat or (CITY_CENTRE[0] + TINY_OFFSET_DEG[0],
                                  CITY_CENTRE[1] + TINY_OFFSET_DEG[1])
-    crs = _utm(lon, lat)
+    crs = f"EPSG:{utm_epsg(lon, lat)}"
     from pyproj import Transformer
 
     cx, cy = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(lon, lat)

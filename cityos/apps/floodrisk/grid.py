@@ -21,6 +21,8 @@ from rasterio.enums import Resampling
 from rasterio.features import rasterize
 from rasterio.warp import calculate_default_transform, reproject
 
+from cityos.core.geo import utm_epsg
+
 __all__ = [
     "GridError",
     "GridSpec",
@@ -28,7 +30,6 @@ __all__ = [
     "cells_in_polygon",
     "rasterize_polygons",
     "read_raster",
-    "utm_epsg_for",
     "write_geotiff",
 ]
 
@@ -111,12 +112,6 @@ class GridSpec:
             return False
         a, b = np.array(self.transform)[:6], np.array(other.transform)[:6]
         return bool(np.all(np.abs(a - b) <= tol * max(self.cell_size, 1e-12)))
-
-
-def utm_epsg_for(lon: float, lat: float) -> int:
-    """EPSG code of the WGS 84 / UTM zone containing a longitude/latitude point."""
-    zone = int(math.floor((lon + 180.0) / 6.0)) % 60 + 1
-    return (32600 if lat >= 0 else 32700) + zone
 
 
 _RESAMPLING = {
@@ -211,7 +206,7 @@ def read_raster(
             left, bottom, right, top = grid.bounds
             lon, lat = (left + right) / 2, (bottom + top) / 2
             if grid.crs.is_geographic:
-                epsg = utm_epsg_for(lon, lat)
+                epsg = utm_epsg(lon, lat)
                 hint = f"; reproject it to a projected CRS, e.g. EPSG:{epsg} (UTM zone " \
                        f"{(epsg % 100)}{'N' if epsg < 32700 else 'S'}), or set `crs:` to do so on load"
             else:

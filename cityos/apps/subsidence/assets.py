@@ -22,6 +22,8 @@ import shapely
 from pyproj import Transformer
 from shapely.geometry import LineString, shape
 
+from cityos.core.geo import utm_epsg
+
 DEFAULT_BUFFER_M = 50.0
 DEFAULT_BIN_M = 50.0
 ASSET_KINDS = ("rail", "canal", "road", "pipeline", "other")
@@ -35,8 +37,7 @@ class AssetFormatError(ValueError):
 def utm_crs(lon: float, lat: float) -> str:
     """The EPSG code of the UTM zone of a WGS84 position (``EPSG:326zz`` north,
     ``EPSG:327zz`` south)."""
-    zone = int(math.floor((lon + 180.0) / 6.0)) % 60 + 1
-    return f"EPSG:{(32600 if lat >= 0 else 32700) + zone}"
+    return f"EPSG:{utm_epsg(lon, lat)}"
 
 
 def to_metric(lon: float, lat: float) -> Transformer:

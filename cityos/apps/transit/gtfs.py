@@ -51,6 +51,7 @@ from cityos.apps.transit.models import (
     StopTimes,
     Trip,
 )
+from cityos.core.geo import utm_epsg
 
 __all__ = ["GtfsError", "GtfsProblem", "format_time", "last_warnings", "parse_time",
            "project_onto_shape", "read_feed", "read_feed_report"]
@@ -1382,11 +1383,6 @@ def _to_utm(epsg: int) -> Transformer:
     return Transformer.from_crs(4326, epsg, always_xy=True)
 
 
-def _utm_epsg(lon: float, lat: float) -> int:
-    zone = min(60, max(1, int((lon + 180.0) // 6.0) + 1))
-    return (32600 if lat >= 0 else 32700) + zone
-
-
 #: Candidate positions kept per stop (the closest local minima of the distance).
 _CANDIDATES = 8
 #: Cost of placing a stop behind the one before: large, so that it is a last resort.
@@ -1423,7 +1419,7 @@ def _project(shape: Shape, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray
     if len(shape.dist_m) < 2 or not len(known):
         along[known] = 0.0
         return along, 0.0
-    to_xy = _to_utm(_utm_epsg(float(shape.lon.mean()), float(shape.lat.mean())))
+    to_xy = _to_utm(utm_epsg(float(shape.lon.mean()), float(shape.lat.mean())))
     sx, sy = to_xy.transform(shape.lon, shape.lat)
     px, py = to_xy.transform(lon[known], lat[known])
     sx, sy, px, py = (np.asarray(v, dtype=float) for v in (sx, sy, px, py))

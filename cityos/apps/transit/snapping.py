@@ -30,6 +30,8 @@ from functools import lru_cache
 import numpy as np
 from pyproj import Transformer
 
+from cityos.core.geo import utm_epsg
+
 from .models import Shape
 
 __all__ = ["SnapResult", "ShapeSnapper", "utm_epsg"]
@@ -55,23 +57,6 @@ class SnapResult:
     offset_m: float
     lat: float
     lon: float
-
-
-def utm_epsg(lon: float, lat: float) -> int:
-    """EPSG code of the WGS84 UTM zone containing ``(lon, lat)``.
-
-    Parameters
-    ----------
-    lon, lat : float
-        A WGS84 position in degrees.
-
-    Returns
-    -------
-    int
-        326zz north of the equator, 327zz south of it.
-    """
-    zone = min(60, max(1, int((lon + 180.0) // 6.0) + 1))
-    return (32600 if lat >= 0 else 32700) + zone
 
 
 @lru_cache(maxsize=64)
