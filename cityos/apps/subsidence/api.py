@@ -140,13 +140,16 @@ def _bbox(text: str | None) -> tuple[float, float, float, float] | None:
 # ======================================================================== points
 @router.get("/product")
 def product(caller: Caller = Depends(metered("product")), store=Depends(get_store)) -> Response:
-    """The published product: epochs, kind, and the points in the caller's areas."""
-    from cityos.apps.subsidence.levelling import product_kind
+    """The published product: epochs, kind, the component the points are shown in
+    (``vertical``, or ``los`` for a line-of-sight product without incidence angle), and
+    the points in the caller's areas."""
+    from cityos.apps.subsidence.levelling import product_kind, shown_scale
 
     points = product_points(store)
     allowed = _allowed(points, store, caller.tenant)
     dates = np.asarray(points.dates)
     return _json({"dates": [str(d)[:10] for d in dates], "kind": product_kind(points),
+                  "component": shown_scale(points, allowed[:0])[1],
                   "first": str(dates[0])[:10], "last": str(dates[-1])[:10],
                   "points_in_areas": int(allowed.size),
                   "areas": [{"id": a.area_id, "name": a.name, "polygon": a.polygon}
@@ -159,10 +162,11 @@ def list_points(bbox: str | None = None, limit: int = MAX_POINTS,
                 store=Depends(get_store)) -> Response:
     """Points inside ``bbox`` (lon/lat) and the caller's areas, with fitted columns.
 
-    ``velocity_mm_yr`` is vertical; at most ``limit`` points (evenly thinned, with
-    ``thinned`` true) come back.
+    ``velocity_mm_yr`` is vertical, or in the product's own direction where it gives no
+    vertical motion (``component``: ``vertical``, ``los`` or ``east``); at most ``limit``
+    points (evenly thinned, with ``thinned`` true) come back.
     """
-    from cityos.apps.subsidence.levelling import vertical_scale
+    from cityos.apps.subsidence.levelling import shown_scale
 
     if not 1 <= limit <= MAX_POINTS:
         raise BadRequestData(f"limit: must be 1..{MAX_POINTS}")
@@ -178,7 +182,7 @@ def list_points(bbox: str | None = None, limit: int = MAX_POINTS,
         fitted = points.fitted(rows)
     except ValueError:
         fitted = {}
-    scale = vertical_scale(points, rows) if rows.size else np.array([])
+    scale, component = shown_scale(points, rows)
     columns = {"velocity_mm_yr": "velocity_mm_yr", "velocity_se": "velocity_se",
                "acceleration_mm_yr2": "acceleration_mm_yr2",
                "seasonal_amplitude_mm": "seasonal_amplitude_mm", "rms_mm": "rms_mm",
@@ -196,16 +200,18 @@ def list_points(bbox: str | None = None, limit: int = MAX_POINTS,
     body = [{"id": str(ids[k]), "lon": round(float(lon[k]), 7), "lat": round(float(lat[k]), 7),
              **{name: _clean(v[k]) for name, v in values.items()}} for k in range(rows.size)]
     return _json({"points": body, "total": total, "thinned": total > rows.size,
-                  "last": str(np.asarray(points.dates)[-1])[:10]})
+                  "component": component, "last": str(np.asarray(points.dates)[-1])[:10]})
 
 
 def point_series(points, row: int) -> dict:
-    """A point's vertical series and the fitted model (linear, acceleration, annual)."""
+    """A point's series, vertical where the product gives it (``component``), and the
+    fitted model (linear, acceleration, annual)."""
     from cityos.apps.subsidence.fit import design_matrix
-    from cityos.apps.subsidence.levelling import vertical_scale
+    from cityos.apps.subsidence.levelling import shown_scale
 
     rows = np.array([row])
-    series = np.asarray(points.displacement(rows), np.float64)[0] * vertical_scale(points, rows)[0]
+    scale, component = shown_scale(points, rows)
+    series = np.asarray(points.displacement(rows), np.float64)[0] * scale[0]
     good = np.isfinite(series)
     dates = np.asarray(points.dates, dtype="datetime64[D]")
     model = np.full(series.size, np.nan)
@@ -219,8 +225,8 @@ def point_series(points, row: int) -> dict:
         fitted = {}
     return {"id": str(np.asarray(points.ids)[row]), "lon": float(np.asarray(points.lon)[row]),
             "lat": float(np.asarray(points.lat)[row]), "dates": [str(d) for d in dates],
-            "displacement_mm": [_clean(v) for v in series], "model_mm": [_clean(v) for v in model],
-            "fitted": fitted}
+            "component": component, "displacement_mm": [_clean(v) for v in series],
+            "model_mm": [_clean(v) for v in model], "fitted": fitted}
 
 
 @router.get("/points/{point_id}/series")

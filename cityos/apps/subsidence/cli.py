@@ -3,6 +3,7 @@ serve it to customers, write the demo product."""
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 
 import typer
@@ -13,6 +14,9 @@ from cityos.config import Settings
 app = typer.Typer(no_args_is_help=True, help="Ground deformation from InSAR.")
 
 STORE_HELP = "Point store directory (made by `cityos subsidence import`)."
+INCIDENCE_HELP = ("Incidence angle (degrees from vertical, the scene's) for every point the "
+                  "product gives none: turns line of sight into vertical motion.")
+COMPONENTS = {"vertical": "vertical", "los": "line-of-sight", "east": "east-west"}
 
 
 @app.callback()
@@ -29,9 +33,13 @@ def _points(directory: Path):
         _fail(str(error), 2)
 
 
-def _format_error(error: Exception) -> None:
+def _format_error(error: Exception) -> typing.NoReturn:
     typer.echo(f"error: {error}", err=True)
     raise typer.Exit(2)
+
+
+def _warn(message: str) -> None:
+    typer.echo(f"warning: {message}", err=True)
 
 
 @app.command("import")
@@ -40,37 +48,68 @@ def import_product(
     store: Path = typer.Option(..., "--store", help="Point store directory to create."),
     geometry: Path = typer.Option(None, help="MintPy geometryGeo.h5 / geometryRadar.h5 "
                                              "[default: found beside the product]."),
+    incidence: float = typer.Option(None, "--incidence", metavar="DEG", help=INCIDENCE_HELP),
 ) -> None:
     """Import an InSAR product into a point store (chunked; any size)."""
     from cityos.apps.subsidence.points import PointStore
-    from cityos.apps.subsidence.products import ProductError, open_product
+    from cityos.apps.subsidence.products import (
+        ProductError,
+        missing_incidence,
+        open_product,
+        with_incidence,
+    )
 
     try:
         opened = open_product(product, **({"geometry_h5": geometry} if geometry else {}))
+        if incidence is not None:
+            opened = with_incidence(opened, incidence)
         points = PointStore.create(store, opened)
     except (ProductError, OSError) as error:
         _format_error(error)
     dates = points.dates
     typer.echo(f"{store}: {points.n_points:,} points, {len(dates)} epochs "
                f"{str(dates[0])[:10]} .. {str(dates[-1])[:10]} ({points.meta.get('kind')})")
+    if points.meta.get("kind") == "los" and not points.has_incidence:
+        _warn(f"{missing_incidence(opened.format, product)}: the fit will give line-of-sight "
+              "results only, no vertical velocity or east-west decomposition; give "
+              "--incidence DEG (the scene's angle) to import or fit")
 
 
 @app.command("fit")
 def fit(store: Path = typer.Option(..., "--store", help=STORE_HELP),
-        workers: int = typer.Option(1, min=1, help="Blocks fitted in parallel.")) -> None:
+        workers: int = typer.Option(1, min=1, help="Blocks fitted in parallel."),
+        incidence: float = typer.Option(None, "--incidence", metavar="DEG",
+                                        help=INCIDENCE_HELP + " Kept in the store.")) -> None:
     """Fit velocity, acceleration, seasonal terms and trend changes of every point."""
     import numpy as np
 
     from cityos.apps.subsidence.fit import fit_store
+    from cityos.apps.subsidence.products import missing_incidence
 
     points = _points(store)
-    columns = fit_store(points, workers=workers)
-    velocity = np.asarray(columns.get("velocity_vertical_mm_yr", columns["velocity_mm_yr"]))
+    try:
+        if incidence is not None:
+            points.fill_incidence(incidence)
+        columns = fit_store(points, workers=workers)
+    except ValueError as error:  # a bad angle, or dates too few for the model
+        _format_error(error)
+    kind = points.meta.get("kind", "los")
+    if "velocity_vertical_mm_yr" in columns:
+        component, velocity = "vertical", columns["velocity_vertical_mm_yr"]
+    else:
+        component, velocity = COMPONENTS.get(kind, kind), columns["velocity_mm_yr"]
+    velocity = np.asarray(velocity, dtype=np.float64)
     good = velocity[np.isfinite(velocity)]
+    spread = (f"{good.min():+.1f} .. {good.max():+.1f} mm/yr (median {np.median(good):+.1f})"
+              if good.size else "none finite")
     changed = int(np.count_nonzero(columns.get("trend_change", [])))
-    typer.echo(f"{store}: fitted {points.n_points:,} points; vertical velocity "
-               f"{good.min():+.1f} .. {good.max():+.1f} mm/yr (median {np.median(good):+.1f}); "
+    typer.echo(f"{store}: fitted {points.n_points:,} points; {component} velocity {spread}; "
                f"{changed:,} trend changes")
+    if kind == "los" and component != "vertical":
+        _warn(f"{missing_incidence(points.meta.get('format', ''), points.meta.get('source'))}"
+              ": line-of-sight results stored, vertical velocity and east-west decomposition "
+              "skipped; fit with --incidence DEG (the scene's angle) or import the product "
+              "with its geometry file")
 
 
 @app.command("publish")
@@ -80,16 +119,26 @@ def publish(settings: Settings, store: Path = typer.Option(..., "--store", help=
     """Serve this (fitted) product to every customer and refresh their assets and alerts
     (run after each new acquisition was imported and fitted)."""
     from cityos.apps.subsidence.customers import publish_product, refresh_customers
+    from cityos.apps.subsidence.levelling import vertical_scale
 
     points = _points(store)
+    try:
+        vertical_scale(points, [])
+        vertical = None
+    except ValueError as error:  # served in its own direction; assets need vertical motion
+        vertical = error
     context = _open_store(settings)
     try:
         publish_product(context, store)
-        results = refresh_customers(points, context)
+        results = refresh_customers(points, context) if vertical is None else {}
     except ValueError as error:
         _fail(str(error))
     finally:
         context.close()
+    if vertical is not None:
+        _warn(f"{vertical}; published for the points API only, customers' assets and alerts "
+              "not refreshed")
+        return
     for tenant, result in results.items():
         typer.echo(f"{tenant}: {result.points_in_areas:,} points in its areas, "
                    f"{len(result.assets)} assets, {len(result.alerts)} new alerts")
@@ -149,7 +198,10 @@ def compare_levelling_command(
         benchmarks = read_levelling_csv(levelling)
     except LevellingFormatError as error:
         _format_error(error)
-    comparison = compare_levelling(_points(store), benchmarks, radius)
+    try:
+        comparison = compare_levelling(_points(store), benchmarks, radius)
+    except ValueError as error:  # a product that gives no vertical motion
+        _format_error(error)
     typer.echo(f"{'benchmark':<12}{'points':>7}{'epochs':>7}{'mean':>8}{'MAE':>7}{'RMSE':>7}"
                f"{'max':>7}{'r':>7}")
     for bench in comparison.benchmarks:

@@ -443,7 +443,8 @@ def fit_store(store, *, chunk: int = 200_000, workers: int = 1,
     -------
     dict of str to ndarray
         The columns written (those of :func:`fit_series`, plus
-        ``velocity_vertical_mm_yr`` from the incidence angle for a LOS product).
+        ``velocity_vertical_mm_yr``: for a LOS product from the incidence angle, absent
+        when no point has one).
     """
     n = store.n_points
     dates = store.dates
@@ -480,8 +481,10 @@ def fit_store(store, *, chunk: int = 200_000, workers: int = 1,
     if not columns:
         columns = {name: np.empty(0) for name in FIT_COLUMNS}
     if store.meta.get("kind", "los") == "los":
-        columns["velocity_vertical_mm_yr"] = los_to_vertical(columns["velocity_mm_yr"],
-                                                             store.incidence_deg)
+        # without any incidence angle the results stay line of sight: no all-NaN column
+        if store.has_incidence:
+            columns["velocity_vertical_mm_yr"] = los_to_vertical(columns["velocity_mm_yr"],
+                                                                 store.incidence_deg)
     elif store.meta.get("kind") == "vertical":
         columns["velocity_vertical_mm_yr"] = columns["velocity_mm_yr"].copy()
     store.write_fit(columns)

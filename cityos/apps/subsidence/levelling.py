@@ -249,6 +249,12 @@ def vertical_scale(points, rows: np.ndarray) -> np.ndarray:
     Ones for a vertical product; ``1 / cos(incidence)`` for a line-of-sight product
     (:func:`~cityos.apps.subsidence.fit.los_to_vertical`: the motion assumed vertical,
     as for subsidence); NaN where the incidence is unknown.
+
+    Raises
+    ------
+    ValueError
+        For an east-west product, or a line-of-sight one where no point has an incidence
+        angle (the message says what would give one).
     """
     from cityos.apps.subsidence.fit import los_to_vertical
 
@@ -258,8 +264,36 @@ def vertical_scale(points, rows: np.ndarray) -> np.ndarray:
         return np.ones(rows.size)
     if kind != "los":
         raise ValueError(f"a {kind!r} product does not give vertical motion")
-    incidence = np.asarray(points.incidence_deg, dtype=np.float64)[rows]
-    return los_to_vertical(np.ones(rows.size), incidence)
+    every = np.asarray(points.incidence_deg, dtype=np.float64)
+    if not np.isfinite(every).any():
+        from cityos.apps.subsidence.products import missing_incidence
+
+        meta = getattr(points, "meta", None) or {}
+        missing = missing_incidence(meta.get("format", ""), meta.get("source", "the product"))
+        raise ValueError(f"{missing}: no vertical motion; run `cityos subsidence fit "
+                         "--incidence DEG` (the scene's angle) or import it with its geometry "
+                         "file")
+    return los_to_vertical(np.ones(rows.size), every[rows])
+
+
+def shown_scale(points, rows: np.ndarray) -> tuple[np.ndarray, str]:
+    """Factor and name of the component the pages and the API show for ``rows``.
+
+    Vertical (:func:`vertical_scale`) where the product gives it; otherwise the product's
+    own direction unscaled: ``los`` for a line-of-sight product without an incidence
+    angle, ``east`` for an east-west one.
+
+    Returns
+    -------
+    scale : ndarray
+    component : str
+        ``vertical``, ``los`` or ``east``.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    try:
+        return vertical_scale(points, rows), "vertical"
+    except ValueError:
+        return np.ones(rows.size), product_kind(points)
 
 
 def mean_vertical_series(points, rows: np.ndarray) -> np.ndarray:

@@ -210,7 +210,11 @@ class PointStore:
         for name in ("meta.json", "points.parquet", "displacement.h5"):
             if not (directory / name).is_file():
                 raise PointStoreError(f"{directory}: not a point store (no {name})")
-        return cls(directory, json.loads((directory / "meta.json").read_text()))
+        try:
+            return cls(directory, json.loads((directory / "meta.json").read_text()))
+        except (ValueError, KeyError, TypeError) as error:  # JSONDecodeError is a ValueError
+            raise PointStoreError(f"{directory / 'meta.json'}: damaged ({error!r}); import "
+                                  "the product again") from None
 
     # ------------------------------------------------------------ attributes
     def _column(self, name: str) -> np.ndarray:
@@ -383,6 +387,41 @@ class PointStore:
             out = {k: v[rows] for k, v in out.items()}
         return out
 
+    @property
+    def has_incidence(self) -> bool:
+        """Whether any point has an incidence angle (a line-of-sight product without one
+        gives no vertical motion)."""
+        return bool(np.isfinite(np.asarray(self.incidence_deg, dtype=np.float64)).any())
+
+    def fill_incidence(self, incidence_deg: float) -> int:
+        """Give ``incidence_deg`` to every point without an incidence angle.
+
+        Parameters
+        ----------
+        incidence_deg : float
+            Degrees from vertical, checked by
+            :func:`~cityos.apps.subsidence.products.check_incidence`.
+
+        Returns
+        -------
+        int
+            The points that had none.
+        """
+        from .products import check_incidence
+
+        angle = check_incidence(incidence_deg)
+        incidence = np.asarray(self.incidence_deg, dtype=np.float32)
+        missing = ~np.isfinite(incidence)
+        if missing.any():
+            self._replace_columns({"incidence_deg": np.where(missing, np.float32(angle),
+                                                             incidence)})
+        self.meta["incidence"] = True
+        self._write_meta()
+        return int(missing.sum())
+
+    def _write_meta(self) -> None:
+        (self.directory / "meta.json").write_text(json.dumps(self.meta, indent=1))
+
     def write_fit(self, columns: dict[str, np.ndarray]) -> None:
         """Add or replace per-point columns (the fit results) in ``points.parquet``.
 
@@ -391,6 +430,12 @@ class PointStore:
         columns : dict of str to array
             Each of length ``n_points``, in row order.
         """
+        self._replace_columns(columns)
+        names = list(dict.fromkeys(list(self.meta.get("fit_columns", [])) + list(columns)))
+        self.meta.update({"fitted": True, "fit_columns": names})
+        self._write_meta()
+
+    def _replace_columns(self, columns: dict[str, np.ndarray]) -> None:
         path = self.directory / "points.parquet"
         table = pq.read_table(path)
         for name, values in columns.items():
@@ -409,9 +454,6 @@ class PointStore:
         tmp = path.with_suffix(".parquet.tmp")
         pq.write_table(table, tmp)
         os.replace(tmp, path)
-        names = list(dict.fromkeys(list(self.meta.get("fit_columns", [])) + list(columns)))
-        self.meta.update({"fitted": True, "fit_columns": names})
-        (self.directory / "meta.json").write_text(json.dumps(self.meta, indent=1))
 
     def remove(self) -> None:
         """Delete the store directory."""

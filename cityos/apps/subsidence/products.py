@@ -36,6 +36,8 @@ GeoTIFF stack
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -51,6 +53,58 @@ EGMS_CRS = "EPSG:3035"
 
 class ProductError(ValueError):
     """A product file that cannot be read; the message names the file and the field."""
+
+
+#: What gives each format's points an incidence angle (for the message when none does).
+INCIDENCE_SOURCES = {
+    "mintpy": "no geometryGeo.h5/geometryRadar.h5 with an 'incidenceAngle' dataset beside it "
+              "(or given with --geometry FILE) and no INCIDENCE_ANGLE attribute",
+    "egms": "no 'incidence_angle' column",
+    "geotiff": "no incidence angle (a GeoTIFF stack carries none)",
+}
+
+
+def check_incidence(incidence_deg: float, where: str = "--incidence") -> float:
+    """An incidence angle (degrees from vertical) as a float, or a ProductError.
+
+    Parameters
+    ----------
+    incidence_deg : float
+    where : str
+        Names the value in the message (an option, a file and attribute).
+
+    Returns
+    -------
+    float
+    """
+    try:
+        angle = float(incidence_deg)
+    except (TypeError, ValueError):
+        raise ProductError(f"{where}: {incidence_deg!r} is not a number") from None
+    if not (math.isfinite(angle) and 0.0 <= angle < 90.0):
+        raise ProductError(f"{where}: {incidence_deg!r} is not an incidence angle in degrees "
+                           "from vertical (0 <= DEG < 90)")
+    return angle
+
+
+def missing_incidence(format_: str, source) -> str:
+    """Why a line-of-sight product gives no vertical motion.
+
+    Parameters
+    ----------
+    format_ : str
+        The product's format (``mintpy``, ``egms``, ``geotiff``).
+    source : path
+        The product file.
+
+    Returns
+    -------
+    str
+        ``"{source}: line of sight without an incidence angle (why)"``, for the caller
+        to say what follows.
+    """
+    why = INCIDENCE_SOURCES.get(format_, "no incidence angle")
+    return f"{source}: line of sight without an incidence angle ({why})"
 
 
 @dataclass
@@ -156,6 +210,45 @@ class Product:
         return len(self.dates)
 
 
+def with_incidence(product: Product, incidence_deg: float) -> Product:
+    """The product with ``incidence_deg`` for every point it gives no incidence angle.
+
+    Parameters
+    ----------
+    product : Product
+    incidence_deg : float
+        Degrees from vertical (a scene's centre angle, say); checked by
+        :func:`check_incidence`.
+
+    Returns
+    -------
+    Product
+        A copy whose chunks carry the angle where the product's are NaN.
+    """
+    angle = np.float32(check_incidence(incidence_deg))
+    inner = product._reader
+
+    def reader(size: int) -> Iterator[PointChunk]:
+        for chunk in inner(size):
+            known = np.isfinite(chunk.incidence_deg)
+            if not known.all():
+                chunk.incidence_deg = np.where(known, chunk.incidence_deg, angle).astype(
+                    np.float32)
+            yield chunk
+
+    return dataclasses.replace(product, incidence=True, _reader=reader)
+
+
+def _open_h5(path: Path) -> h5py.File:
+    """An HDF5 file opened for reading, or a ProductError naming it."""
+    if not path.is_file():
+        raise ProductError(f"{path}: no such file")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise ProductError(f"{path}: not an HDF5 file ({exc})") from None
+
+
 # ------------------------------------------------------------------------- helpers
 def parse_dates(values, where: str) -> np.ndarray:
     """YYYYMMDD (or YYYY-MM-DD) strings or bytes to datetime64[D]; errors name ``where``."""
@@ -249,6 +342,10 @@ def read_mintpy(timeseries_h5, geometry_h5=None, *, mask=None, velocity_h5=None)
     geometry_h5 : path, optional
         ``geometryGeo.h5`` or ``geometryRadar.h5``; when omitted, looked for beside the
         file and in ``inputs/``. Radar-coordinate products need it for coordinates.
+        Without its ``incidenceAngle`` the root attribute ``INCIDENCE_ANGLE`` (or
+        ``CENTER_INCIDENCE_ANGLE``), one angle for the scene, is used; without either
+        the points have no incidence angle (line of sight only, see
+        :func:`with_incidence`).
     mask : path or ndarray of bool, optional
         Pixels to keep: a ``(rows, cols)`` boolean array or a MintPy mask file
         (``maskTempCoh.h5``, dataset ``mask``).
@@ -261,13 +358,7 @@ def read_mintpy(timeseries_h5, geometry_h5=None, *, mask=None, velocity_h5=None)
     Product
     """
     path = Path(timeseries_h5)
-    if not path.is_file():
-        raise ProductError(f"{path}: no such file")
-    try:
-        h5 = h5py.File(path, "r")
-    except OSError as exc:
-        raise ProductError(f"{path}: not an HDF5 file ({exc})") from None
-    with h5:
+    with _open_h5(path) as h5:
         if "timeseries" not in h5:
             raise ProductError(f"{path}: no dataset 'timeseries' (is this a MintPy "
                                "timeseries file?)")
@@ -299,9 +390,7 @@ def read_mintpy(timeseries_h5, geometry_h5=None, *, mask=None, velocity_h5=None)
                    for k in ("X_FIRST", "Y_FIRST", "X_STEP", "Y_STEP"))
     geo_names: set[str] = set()
     if geometry is not None:
-        if not geometry.is_file():
-            raise ProductError(f"{geometry}: no such file")
-        with h5py.File(geometry, "r") as g:
+        with _open_h5(geometry) as g:
             geo_names = set(g.keys())
             for name in geo_names & {"height", "incidenceAngle", "latitude", "longitude"}:
                 if g[name].shape != (rows, cols):
@@ -309,7 +398,15 @@ def read_mintpy(timeseries_h5, geometry_h5=None, *, mask=None, velocity_h5=None)
                                        f"{g[name].shape}, expected {(rows, cols)}")
     if not geocoded and not {"latitude", "longitude"} <= geo_names:
         raise ProductError(f"{path}: radar coordinates (no X_FIRST/Y_FIRST) and no "
-                           "geometry file with 'latitude'/'longitude' datasets")
+                           "geometryRadar.h5 with 'latitude'/'longitude' datasets beside it "
+                           "(give it with --geometry FILE)")
+    # a scene-wide angle in the attributes stands in for a missing incidenceAngle dataset
+    attr_incidence = None
+    if "incidenceAngle" not in geo_names:
+        for key in ("INCIDENCE_ANGLE", "CENTER_INCIDENCE_ANGLE"):
+            if _attr(attrs, key) not in (None, "", "None"):
+                attr_incidence = check_incidence(_attr(attrs, key), f"{path}: attribute {key}")
+                break
     x_first, y_first = _float_attr(attrs, "X_FIRST"), _float_attr(attrs, "Y_FIRST")
     x_step, y_step = _float_attr(attrs, "X_STEP"), _float_attr(attrs, "Y_STEP")
     epsg = _attr(attrs, "EPSG")
@@ -320,7 +417,7 @@ def read_mintpy(timeseries_h5, geometry_h5=None, *, mask=None, velocity_h5=None)
     keep_mask = None
     if mask is not None:
         if isinstance(mask, str | Path):
-            with h5py.File(mask, "r") as m:
+            with _open_h5(Path(mask)) as m:
                 name = "mask" if "mask" in m else next(iter(m.keys()))
                 keep_mask = np.asarray(m[name][()], dtype=bool)
         else:
@@ -332,7 +429,7 @@ def read_mintpy(timeseries_h5, geometry_h5=None, *, mask=None, velocity_h5=None)
     velocity = Path(velocity_h5) if velocity_h5 is not None else _find_beside(
         path, ("velocity.h5",))
     if velocity is not None:
-        with h5py.File(velocity, "r") as v:
+        with _open_h5(velocity) as v:
             if "velocity" not in v:
                 raise ProductError(f"{velocity}: no dataset 'velocity'")
             if v["velocity"].shape != (rows, cols):
@@ -370,7 +467,8 @@ def read_mintpy(timeseries_h5, geometry_h5=None, *, mask=None, velocity_h5=None)
                 height = g["height"][r0:r1].ravel()[keep].astype(np.float32) \
                     if "height" in geo_names else np.full(n, np.nan, np.float32)
                 inc = g["incidenceAngle"][r0:r1].ravel()[keep].astype(np.float32) \
-                    if "incidenceAngle" in geo_names else np.full(n, np.nan, np.float32)
+                    if "incidenceAngle" in geo_names else np.full(
+                        n, np.nan if attr_incidence is None else attr_incidence, np.float32)
                 vel = None
                 if velocity is not None:
                     vel = v["velocity"][r0:r1].ravel()[keep].astype(np.float32) * 1000.0
@@ -386,7 +484,7 @@ def read_mintpy(timeseries_h5, geometry_h5=None, *, mask=None, velocity_h5=None)
     return Product(path=path, format="mintpy", dates=dates, reference_date=ref_date,
                    crs="EPSG:4326", n_points=rows * cols, kind="los",
                    heading_deg=_float_attr(attrs, "HEADING"),
-                   incidence="incidenceAngle" in geo_names,
+                   incidence="incidenceAngle" in geo_names or attr_incidence is not None,
                    orbit=_orbit(_attr(attrs, "ORBIT_DIRECTION")),
                    wavelength_m=_float_attr(attrs, "WAVELENGTH"),
                    reference_point=ref_point, _reader=reader)
@@ -415,11 +513,7 @@ def read_mintpy_velocity(velocity_h5) -> dict[str, np.ndarray]:
         ``velocity_mm_yr``, ``velocity_std_mm_yr`` (NaN when absent), ``attrs``.
     """
     path = Path(velocity_h5)
-    try:
-        h5 = h5py.File(path, "r")
-    except OSError as exc:
-        raise ProductError(f"{path}: not an HDF5 file ({exc})") from None
-    with h5:
+    with _open_h5(path) as h5:
         if "velocity" not in h5:
             raise ProductError(f"{path}: no dataset 'velocity'")
         velocity = h5["velocity"][()].astype(np.float64) * 1000.0

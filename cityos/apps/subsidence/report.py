@@ -59,6 +59,10 @@ def html_page(title: str, body: str) -> str:
             f"<h1>{escape(title)}</h1>{body}</body></html>\n")
 
 
+#: How the report names each product direction.
+COMPONENT_NAMES = {"los": "line of sight", "vertical": "vertical", "east": "east-west"}
+
+
 # ---------------------------------------------------------------------- sections
 def product_section(points) -> str:
     """Epochs, points and the distribution of fitted velocities."""
@@ -66,26 +70,35 @@ def product_section(points) -> str:
 
     from cityos.apps.subsidence.levelling import product_kind
 
+    kind = product_kind(points)
     dates = np.asarray(points.dates)
     parts = [f"<h2>Product</h2><p>{int(points.n_points):,} points, {dates.size} epochs "
              f"from {str(dates[0])[:10]} to {str(dates[-1])[:10]} "
-             f"({escape(product_kind(points))} displacement).</p>"]
+             f"({escape(COMPONENT_NAMES.get(kind, kind))} displacement).</p>"]
     try:
         fitted = points.fitted()
     except ValueError:  # not fitted yet
         fitted = None
     if fitted and "velocity_mm_yr" in fitted:
-        velocity = np.asarray(fitted["velocity_mm_yr"], dtype=np.float64)
+        vertical = "velocity_vertical_mm_yr" in fitted
+        component = "vertical" if vertical else COMPONENT_NAMES.get(kind, kind)
+        velocity = np.asarray(fitted["velocity_vertical_mm_yr" if vertical
+                                     else "velocity_mm_yr"], dtype=np.float64)
         velocity = velocity[np.isfinite(velocity)]
+        if kind == "los" and not vertical:
+            parts.append('<p class="note">No incidence angle in the product: velocities in '
+                         "line of sight, no vertical motion (fit with <code>--incidence "
+                         "DEG</code> or import the product with its geometry file).</p>")
         if velocity.size:
+            label = f"velocity (mm/yr, {component})"
             q = np.percentile(velocity, [1, 5, 50, 95, 99])
             parts.append(table(["", "min", "1 %", "5 %", "median", "95 %", "99 %", "max"], [[
-                "velocity (mm/yr)", num(velocity.min()), *(num(v) for v in q),
+                label, num(velocity.min()), *(num(v) for v in q),
                 num(velocity.max())]]))
             fig = Figure(figsize=(6.0, 2.6), label="Velocity histogram")
             ax = fig.add_subplot()
             ax.hist(velocity, bins=60, color="#457b9d")
-            ax.set_xlabel("velocity (mm/yr)")
+            ax.set_xlabel(label)
             ax.set_ylabel("points")
             fig.tight_layout()
             parts.append(figure_img(fig, FIGURE_DPI))
