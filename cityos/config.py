@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -43,6 +44,10 @@ class Settings(BaseSettings):
         Raster tile URL template (``https://tiles.example.org/{z}/{x}/{y}.png``) the
         dashboard draws under the city's data; None (the default) draws the demo
         city's own vector base map and makes no request off the machine.
+    transit_vehicle_stale_s : float
+        A bus silent this long (seconds) leaves the GTFS-realtime vehicle positions and
+        its trip's predictions end (the trip update is dropped; the stop boards show
+        the timetable again).
     """
 
     model_config = SettingsConfigDict(env_prefix="CITYOS_", extra="ignore")
@@ -63,6 +68,7 @@ class Settings(BaseSettings):
     notification_retries: int = 5
     notification_backoff_s: float = 0.5
     tile_url: str | None = None
+    transit_vehicle_stale_s: float = Field(300.0, gt=0)
 
 
 @lru_cache

@@ -119,22 +119,24 @@ def vehicle_positions(format: str | None = None,  # noqa: A002
                       service: TransitService = Depends(get_service)) -> Response:
     """GTFS-realtime vehicle positions of the tenant's fleet."""
     state = _tenant(service, caller)
+    now = service.clock()
     with state.lock:
-        vehicles = list(state.fleet.vehicles())
-    return _feed_response(gtfs_rt.vehicle_positions_feed(vehicles, service.clock()), format)
+        vehicles = list(state.fleet.vehicles(now))
+    return _feed_response(gtfs_rt.vehicle_positions_feed(vehicles, now), format)
 
 
 @router.get("/gtfs-rt/trip-updates")
 def trip_updates(format: str | None = None,  # noqa: A002
                  caller: Caller = Depends(require("viewer")),
                  service: TransitService = Depends(get_service)) -> Response:
-    """GTFS-realtime trip updates: a predicted arrival at every downstream stop."""
+    """GTFS-realtime trip updates: a predicted arrival at every downstream stop (the
+    trips of buses silent for ``transit_vehicle_stale_s`` are left out)."""
     state = _tenant(service, caller)
+    now = service.clock()
     with state.lock:
-        predictions = list(state.fleet.predictions())
-        trip_states = state.fleet.trip_states()
-    message = gtfs_rt.trip_updates_feed(predictions, trip_states, service.clock(),
-                                        feed=state.feed)
+        predictions = list(state.fleet.predictions(now))
+        trip_states = state.fleet.trip_states(now)
+    message = gtfs_rt.trip_updates_feed(predictions, trip_states, now, feed=state.feed)
     return _feed_response(message, format)
 
 

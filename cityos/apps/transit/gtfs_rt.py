@@ -15,6 +15,7 @@ true north.
 
 from __future__ import annotations
 
+import math
 import re
 import time as _time
 from collections.abc import Iterable, Mapping
@@ -29,8 +30,8 @@ from cityos.apps.transit.models import ArrivalPrediction, Feed, Ping
 
 __all__ = ["GtfsRealtimeError", "ServiceAlert", "TripState", "VehicleState", "alerts_feed",
            "occupancy_status", "parse_feed", "parse_feed_text", "to_json",
-           "trip_updates_feed", "validate_feed", "vehicle_positions_feed",
-           "vehicle_state_from_ping"]
+           "stops_ahead_problems", "trip_updates_feed", "validate_feed",
+           "vehicle_positions_feed", "vehicle_state_from_ping"]
 
 GTFS_REALTIME_VERSION = "2.0"
 #: How far in the future a timestamp may be before it is an error (E050), seconds.
@@ -115,7 +116,9 @@ class TripState:
 
     ``schedule_relationship`` is a ``TripDescriptor.ScheduleRelationship`` name; a
     ``CANCELED`` trip is published without stop time updates. ``delay_s`` is the
-    trip's current schedule deviation (``TripUpdate.delay``).
+    trip's current schedule deviation (``TripUpdate.delay``); ``timestamp`` (POSIX
+    seconds) when it was last measured, the vehicle's last report
+    (``TripUpdate.timestamp``).
     """
 
     trip_id: str
@@ -127,6 +130,7 @@ class TripState:
     vehicle_id: str | None = None
     vehicle_label: str | None = None
     delay_s: float | None = None
+    timestamp: float | None = None
 
     def __post_init__(self) -> None:
         where = f"trip {self.trip_id!r}"
@@ -322,9 +326,13 @@ def trip_updates_feed(predictions: Iterable[ArrivalPrediction],
 
     Each stop time update carries ``stop_sequence`` and ``stop_id`` and an arrival with
     the predicted ``time``, the ``delay`` against the schedule and an ``uncertainty``
-    of half the prediction interval. Where a trip has several predictions for the same
+    of half the prediction interval (left out, "unknown" in the specification, where
+    the prediction has no interval). Where a trip has several predictions for the same
     stop, the latest made wins; predicted times are kept non-decreasing along the trip
-    (a consumer rejects a trip whose times go backwards).
+    (a consumer rejects a trip whose times go backwards). Every trip update has a
+    ``timestamp``: the trip state's, else when its latest prediction was made, else
+    the feed's. A trip that is not ``CANCELED`` and has no prediction is left out:
+    the specification requires a stop time update of it.
 
     Parameters
     ----------
@@ -351,6 +359,8 @@ def trip_updates_feed(predictions: Iterable[ArrivalPrediction],
         states = {state.trip_id: state for state in trip_states}
     by_trip: dict[str, dict[int, ArrivalPrediction]] = {}
     for prediction in predictions:
+        if not math.isfinite(prediction.predicted_t):
+            continue  # no time to publish
         stops = by_trip.setdefault(prediction.trip_id, {})
         seen = stops.get(prediction.stop_sequence)
         if seen is None or prediction.made_at >= seen.made_at:
@@ -359,6 +369,9 @@ def trip_updates_feed(predictions: Iterable[ArrivalPrediction],
     header_t = message.header.timestamp
     for trip_id in sorted(set(by_trip) | set(states)):
         state = states.get(trip_id) or TripState(trip_id=trip_id)
+        stops = by_trip.get(trip_id, {})
+        if not stops and state.schedule_relationship != "CANCELED":
+            continue  # E041: nothing to say of it
         route_id, direction_id = state.route_id, state.direction_id
         if feed is not None and trip_id in feed.trips:
             route_id = route_id or feed.trips[trip_id].route_id
@@ -371,7 +384,6 @@ def trip_updates_feed(predictions: Iterable[ArrivalPrediction],
                          start_date=state.start_date, start_time=state.start_time,
                          direction_id=direction_id,
                          schedule_relationship=state.schedule_relationship)
-        stops = by_trip.get(trip_id, {})
         vehicle_id = state.vehicle_id or next(
             (p.vehicle_id for p in stops.values() if p.vehicle_id), None)
         if vehicle_id:
@@ -394,11 +406,13 @@ def trip_updates_feed(predictions: Iterable[ArrivalPrediction],
                 stop_update.arrival.time = arrival_t
                 stop_update.arrival.delay = int(round(prediction.predicted_t
                                                       - prediction.scheduled_t))
-                stop_update.arrival.uncertainty = max(
-                    0, int(round((prediction.upper_t - prediction.lower_t) / 2.0)))
+                spread = prediction.upper_t - prediction.lower_t
+                if math.isfinite(spread):
+                    stop_update.arrival.uncertainty = max(0, int(round(spread / 2.0)))
                 stop_update.schedule_relationship = _STU.SCHEDULED
-        if stops:
-            update.timestamp = min(header_t, int(round(max(p.made_at for p in stops.values()))))
+        measured = state.timestamp if state.timestamp is not None else \
+            max((p.made_at for p in stops.values()), default=timestamp)
+        update.timestamp = min(header_t, int(round(measured)))
     return message
 
 
@@ -499,8 +513,10 @@ class _Checker:
     """Collects problems with the path of the offending field."""
 
     def __init__(self, feed: Feed | None, now: float, tolerance_s: float,
-                 strict_times: bool, warnings: bool = False) -> None:
+                 strict_times: bool, warnings: bool = False,
+                 max_age_s: float | None = None) -> None:
         self.warnings = warnings
+        self.max_age_s = max_age_s
         self.feed = feed
         self.now = now
         self.tolerance_s = tolerance_s
@@ -522,6 +538,10 @@ class _Checker:
             self.add("E050", where, f"{value} is {value - self.now:.0f} s in the future")
         if entity_level and self.header_t and value > self.header_t:
             self.add("E012", where, f"{value} is later than header.timestamp {self.header_t}")
+        if entity_level and self.max_age_s is not None and self.header_t \
+                and value < self.header_t - self.max_age_s:
+            self.add(None, where, f"{value} is {self.header_t - value} s older than "
+                     f"header.timestamp: the data is stale (more than {self.max_age_s:.0f} s)")
 
     # ---------------------------------------------------------------- descriptors
     def trip(self, where: str, trip: rt.TripDescriptor) -> None:
@@ -538,6 +558,14 @@ class _Checker:
             self.add("E003", f"{where}.trip_id", f"{trip.trip_id!r} is not in the static feed")
         if trip.route_id and trip.route_id not in self.feed.routes:
             self.add("E004", f"{where}.route_id", f"{trip.route_id!r} is not in the static feed")
+        periods = self.feed.frequencies.get(trip.trip_id) if trip.trip_id else None
+        if periods and not added:
+            for name in ("start_time", "start_date"):
+                if not trip.HasField(name):
+                    self.add("E006", f"{where}.{name}", f"is required: trip {trip.trip_id!r} "
+                             "is frequency-based (frequencies.txt)")
+            if trip.HasField("start_time") and _START_TIME.match(trip.start_time):
+                self.frequency_start(where, trip, periods)
         static = self.feed.trips.get(trip.trip_id)
         if static is not None and trip.route_id and static.route_id != trip.route_id:
             self.add(None, f"{where}.route_id", f"trip {trip.trip_id!r} runs on route "
@@ -546,6 +574,20 @@ class _Checker:
                 and static.direction_id is not None and static.direction_id != trip.direction_id):
             self.add("E024", f"{where}.direction_id", f"{trip.direction_id} is not the static "
                      f"feed's {static.direction_id}")
+
+    def frequency_start(self, where: str, trip: rt.TripDescriptor, periods) -> None:
+        """A run of a frequency-based trip starts within one of its periods; with
+        ``exact_times=1``, a whole number of headways after the period's start (E019)."""
+        h, m, sec = (int(x) for x in trip.start_time.split(":"))
+        start_s = h * 3600 + m * 60 + sec
+        inside = [p for p in periods if p.start_s <= start_s < p.end_s]
+        if not inside:
+            self.add(None, f"{where}.start_time", f"{trip.start_time} is outside every "
+                     f"frequencies.txt period of trip {trip.trip_id!r}")
+        elif all(p.exact_times and (start_s - p.start_s) % max(p.headway_s, 1) for p in inside):
+            self.add("E019", f"{where}.start_time", f"{trip.start_time} is not a whole number "
+                     f"of headways after the start of an exact_times=1 period of trip "
+                     f"{trip.trip_id!r}")
 
     def stop(self, where: str, stop_id: str) -> None:
         if self.feed is not None and stop_id not in self.feed.stops:
@@ -611,6 +653,9 @@ class _Checker:
                 event = getattr(stop_update, name)
                 if not event.HasField("time") and not event.HasField("delay"):
                     self.add("E044", f"{here}.{name}", "needs time or delay")
+                if event.HasField("uncertainty") and event.uncertainty < 0:
+                    self.add(None, f"{here}.{name}.uncertainty",
+                             f"{event.uncertainty} is negative")
                 if event.HasField("time"):
                     if event.time > _MAX_POSIX_S or event.time <= 0:
                         self.add("E001", f"{here}.{name}.time",
@@ -711,19 +756,23 @@ _CONTENT = tuple(name for name in ("trip_update", "vehicle", "alert", "shape", "
 
 def validate_feed(message: rt.FeedMessage, feed: Feed | None = None, *,
                   now: float | None = None, future_tolerance_s: float = FUTURE_TOLERANCE_S,
-                  strict_times: bool = False, warnings: bool = False) -> list[str]:
+                  strict_times: bool = False, warnings: bool = False,
+                  max_age_s: float | None = None) -> list[str]:
     """Check a feed against the rules of the GTFS-realtime specification.
 
     Checked: the header (``gtfs_realtime_version``, ``incrementality``, ``timestamp``);
     every timestamp is POSIX seconds, not more than ``future_tolerance_s`` in the
     future and not later than the header's; entity ids present and unique, each entity
     carrying exactly one of trip_update / vehicle / alert (...); trip descriptors
-    (date and time formats, ids in the static feed); stop time updates sorted by
-    strictly increasing ``stop_sequence``, naming a stop, with an arrival or departure
-    that has a time or delay, departure not before arrival, times not decreasing along
-    the trip, stop ids in the static feed and matching its stop sequence; vehicle
-    position ranges and unique vehicle ids; alerts with informed entities, a header
-    text and well-formed translations.
+    (date and time formats, ids in the static feed, ``start_time`` and ``start_date``
+    of a frequency-based trip's run, within its periods and on its headways where
+    ``exact_times=1``); at most one trip update per run of a trip; a stop time update
+    for every trip that is not ``CANCELED``, sorted by strictly increasing
+    ``stop_sequence``, naming a stop, with an arrival or departure that has a time or
+    delay and no negative uncertainty, departure not before arrival, times not
+    decreasing along the trip, stop ids in the static feed and matching its stop
+    sequence; vehicle position ranges and unique vehicle ids; alerts with informed
+    entities, a header text and well-formed translations.
 
     Parameters
     ----------
@@ -742,6 +791,9 @@ def validate_feed(message: rt.FeedMessage, feed: Feed | None = None, *,
     warnings : bool
         Also report what the specification recommends but does not require: trip
         update and vehicle timestamps (W001) and vehicle ids (W002).
+    max_age_s : float, optional
+        Also report a trip update or vehicle whose timestamp is more than this much
+        older than the header's (a vehicle that went quiet but is still published).
 
     Returns
     -------
@@ -749,7 +801,7 @@ def validate_feed(message: rt.FeedMessage, feed: Feed | None = None, *,
         One line per problem, ``CODE path: what is wrong``; empty when valid.
     """
     check = _Checker(feed, _time.time() if now is None else now, future_tolerance_s,
-                     strict_times, warnings)
+                     strict_times, warnings, max_age_s)
     header = message.header
     if not header.HasField("gtfs_realtime_version"):
         check.add("E038", "header.gtfs_realtime_version", "is required")
@@ -769,6 +821,7 @@ def validate_feed(message: rt.FeedMessage, feed: Feed | None = None, *,
 
     ids: set[str] = set()
     vehicle_ids: set[str] = set()
+    runs: set[tuple[str, str, str]] = set()
     for i, entity in enumerate(message.entity):
         where = f"entity[{i}]" + (f" {entity.id!r}" if entity.id else "")
         if not entity.id:
@@ -784,6 +837,13 @@ def validate_feed(message: rt.FeedMessage, feed: Feed | None = None, *,
                       f"(has {', '.join(present) or 'none'})")
         if entity.HasField("trip_update"):
             check.trip_update(f"{where} trip_update", entity.trip_update)
+            trip = entity.trip_update.trip
+            run = (trip.trip_id, trip.start_date, trip.start_time)
+            if trip.trip_id and run in runs:
+                check.add(None, f"{where} trip_update.trip", f"trip {trip.trip_id!r} "
+                          f"{trip.start_date} {trip.start_time} has another trip update in "
+                          "the feed (at most one per trip)")
+            runs.add(run)
         if entity.HasField("vehicle"):
             check.vehicle(f"{where} vehicle", entity.vehicle)
             vehicle_id = entity.vehicle.vehicle.id
@@ -795,3 +855,81 @@ def validate_feed(message: rt.FeedMessage, feed: Feed | None = None, *,
         if entity.HasField("alert"):
             check.alert(f"{where} alert", entity.alert)
     return check.problems
+
+
+def stops_ahead_problems(trip_updates: rt.FeedMessage, vehicle_positions: rt.FeedMessage,
+                         feed: Feed) -> list[str]:
+    """Check that every vehicle on a trip has its trip's update, predicting each stop
+    ahead of it.
+
+    The trip updates and vehicle positions of one moment, read together: a vehicle
+    position naming a trip (and not standing at its last stop) needs the trip update
+    with the same ``vehicle.id`` and ``trip_id``, whose stop time updates are the
+    trip's stops (``stop_sequence`` as in ``stop_times.txt``) from the one the vehicle
+    is at or heading for (or the next one) to the last, each with a ``time`` not
+    before the vehicle's report; a trip update names a vehicle the positions have.
+
+    Parameters
+    ----------
+    trip_updates, vehicle_positions : FeedMessage
+        The two feeds.
+    feed : Feed
+        The static feed.
+
+    Returns
+    -------
+    list of str
+        One line per problem, ``path: what is wrong``; empty when every trip is covered.
+    """
+    problems: list[str] = []
+    by_vehicle: dict[str, list[tuple[int, rt.TripUpdate]]] = {}
+    for i, entity in enumerate(trip_updates.entity):
+        if entity.HasField("trip_update") and entity.trip_update.vehicle.id:
+            by_vehicle.setdefault(entity.trip_update.vehicle.id, []).append(
+                (i, entity.trip_update))
+    positioned = set()
+    for entity in vehicle_positions.entity:
+        position = entity.vehicle
+        vehicle_id = position.vehicle.id
+        positioned.add(vehicle_id)
+        trip_id = position.trip.trip_id
+        if not trip_id or trip_id not in feed.trips:
+            continue
+        where = f"vehicle {vehicle_id!r} on trip {trip_id!r}"
+        sequence = [int(s) for s in feed.schedule(trip_id).stop_sequence.tolist()]
+        current = position.current_stop_sequence
+        if current not in sequence:
+            problems.append(f"{where}: current_stop_sequence {current} is not a stop of the "
+                            "trip")
+            continue
+        i = sequence.index(current)
+        standing = position.current_status == rt.VehiclePosition.STOPPED_AT
+        if standing and i == len(sequence) - 1:
+            continue  # its trip is over
+        first = (i + 1,) if standing else (i, i + 1)
+        updates = [(k, u) for k, u in by_vehicle.get(vehicle_id, ()) if u.trip.trip_id == trip_id
+                   and (not position.trip.start_time
+                        or u.trip.start_time == position.trip.start_time)]
+        if len(updates) != 1:
+            problems.append(f"{where}: {len(updates)} trip updates of the run (one expected)")
+            continue
+        k, update = updates[0]
+        got = [u.stop_sequence for u in update.stop_time_update]
+        if not any(got == sequence[j:] for j in first if j < len(sequence)):
+            problems.append(f"entity[{k}] trip_update: stop_sequences {got} are not the "
+                            f"stops ahead of {where} at {current} "
+                            f"({'standing' if standing else 'on its way'}): {sequence[i:]}")
+        for stop_update in update.stop_time_update:
+            if not stop_update.arrival.HasField("time"):
+                problems.append(f"entity[{k}] trip_update: stop_sequence "
+                                f"{stop_update.stop_sequence} has no predicted time")
+            elif stop_update.arrival.time < position.timestamp - 1:
+                problems.append(f"entity[{k}] trip_update: stop_sequence "
+                                f"{stop_update.stop_sequence} predicted at "
+                                f"{stop_update.arrival.time}, before the vehicle's report "
+                                f"{position.timestamp}")
+    for vehicle_id, updates in by_vehicle.items():
+        if vehicle_id not in positioned:
+            problems.extend(f"entity[{k}] trip_update: vehicle {vehicle_id!r} is not in the "
+                            "vehicle positions" for k, _ in updates)
+    return problems

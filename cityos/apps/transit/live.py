@@ -24,7 +24,12 @@ ping (:meth:`LiveFleet.process`):
    latest forecast of each trip is kept.
 
 The read side serves the GTFS-realtime feeds and the stop boards: :meth:`vehicles`,
-:meth:`trip_states`, :meth:`predictions`, :meth:`stop_board`.
+:meth:`trip_states`, :meth:`predictions`, :meth:`stop_board`. Given the time of the
+read, they leave out a vehicle that has not reported for ``stale_s`` and end its
+trip's predictions (a journey planner falls back to the timetable for that trip).
+Every trip under way has a prediction for each stop ahead: the predictor's forecast,
+or, until one is made (or with no predictor), the timetable shifted by the current
+delay, with no interval (its uncertainty is unknown).
 
 Trip ids: a trip of ``frequencies.txt`` runs as instances named
 ``<trip_id>@HH:MM:SS`` after their first departure
@@ -50,10 +55,12 @@ from .pings import PingCleaner, distance_m
 from .prediction import ArrivalPredictor, StopForecast, _stop_distances
 from .snapping import ShapeSnapper
 
-__all__ = ["BoardRow", "LiveFleet", "VehicleUpdate"]
+__all__ = ["STALE_S", "BoardRow", "LiveFleet", "VehicleUpdate"]
 
 IN_TRANSIT_TO = "IN_TRANSIT_TO"
 STOPPED_AT = "STOPPED_AT"
+#: Silence after which a vehicle leaves the feeds and its trip's predictions end, s.
+STALE_S = 300.0
 
 
 # ============================================================================ outputs
@@ -156,7 +163,7 @@ class _Vehicle:
                  "next_i", "at_i", "at_arr_t", "at_last_t", "boardings", "alightings",
                  "finished", "finished_key", "last_key", "next_assign_t", "off_since",
                  "forecast_t", "delay", "last", "snap_lat", "snap_lon", "on_route",
-                 "assigned_t", "assign_failures")
+                 "assigned_t", "assign_failures", "quiet")
 
     def __init__(self, vehicle_id: str) -> None:
         self.vehicle_id = vehicle_id
@@ -185,6 +192,7 @@ class _Vehicle:
         self.on_route = False
         self.assigned_t = math.nan
         self.assign_failures = 0  # in a row: the retries back off
+        self.quiet = False  # silent for stale_s at the last release_due
 
 
 def _hms(seconds: float) -> str:
@@ -221,8 +229,9 @@ class LiveFleet:
         A vehicle off its trip's shape this long loses an assigned (not device-named)
         trip, which is then assigned again.
     stale_s : float
-        A trip whose vehicle has not reported for this long loses its predictions
-        (:meth:`release_due`).
+        A vehicle that has not reported for this long is left out of the read side
+        (:meth:`vehicles`, :meth:`trip_states`, :meth:`predictions`, the live rows of
+        :meth:`stop_board`) and its trip's forecast is dropped (:meth:`release_due`).
     standing_retry_s : float
         A vehicle at the first stop of the trip it fits best is assigned that trip
         only once it leaves (several buses wait at a terminus) or when it is the next
@@ -241,7 +250,7 @@ class LiveFleet:
                  timezone: str | None = None, *, max_speed_mps: float = 33.0,
                  forecast_every_s: float = 5.0, at_stop_m: float = 25.0,
                  stopped_mps: float = 1.0, assign_retry_s: float = 20.0,
-                 off_route_s: float = 90.0, stale_s: float = 900.0,
+                 off_route_s: float = 90.0, stale_s: float = STALE_S,
                  standing_retry_s: float = 5.0, keep_arrivals: int = 500_000) -> None:
         self.feed = feed
         self.predictor = predictor
@@ -304,14 +313,17 @@ class LiveFleet:
 
     def release_due(self, now: float) -> list[VehicleUpdate]:
         """Process pings held for reordering longer than the cleaner waits, and drop
-        the predictions of trips whose vehicle went quiet for ``stale_s``.
+        the predictions of trips whose vehicle went quiet for ``stale_s`` (the read
+        side leaves such a vehicle out until it reports again).
 
         Call on a timer (every second or so).
         """
         out = [self._advance(p) for p in self.cleaner.release_due(now)]
+        for state in self._vehicles.values():
+            state.quiet = state.last is None or now - state.last.t > self.stale_s
         for key, (_f, vehicle_id, _run) in list(self._forecasts.items()):
             state = self._vehicles.get(vehicle_id)
-            if state is None or state.last is None or now - state.last.t > self.stale_s:
+            if state is None or state.quiet:
                 del self._forecasts[key]
         oldest = self._candidate_days(now)[-1] - timedelta(days=1)
         if self._served and min(day for day, _ in self._served) < oldest:
@@ -352,6 +364,7 @@ class LiveFleet:
             state = self._vehicles[ping.vehicle_id] = _Vehicle(ping.vehicle_id)
         state.recent.append(ping)
         state.last = ping
+        state.quiet = False
         t = ping.t
         arrivals: list[ObservedArrival] = []
         refresh = False
@@ -548,16 +561,18 @@ class LiveFleet:
             run = self._named_run(ping)
         else:
             recent = list(state.recent)[:-1]
+            held = self._held_by_others(state)
             for day in self._candidate_days(ping.t):
                 found = self.assigner.explain(ping, recent, day, self.timezone,
                                               previous_trip_id=state.last_key)
-                if found.trip_id is not None:
+                trip_id = self._free_fit(found, day, held)
+                if trip_id is not None:
                     named = bool(ping.trip_id) and \
-                        split_instance_id(found.trip_id)[0] == split_instance_id(ping.trip_id)[0]
+                        split_instance_id(trip_id)[0] == split_instance_id(ping.trip_id)[0]
                     if not named and self._waiting_at_start(state, found):
                         state.next_assign_t = ping.t + self.standing_retry_s
                         return None
-                    run = self._make_run(found.trip_id, day, named)
+                    run = self._make_run(trip_id, day, named)
                     break
         if run is None and ping.trip_id and self.feed.frequencies.get(ping.trip_id):
             run = self._latest_instance(state, ping)
@@ -573,6 +588,21 @@ class LiveFleet:
         self._start_run(state, run)
         return run
 
+    def _held_by_others(self, state: _Vehicle) -> set[tuple[date, str]]:
+        """The runs other vehicles are on (unfinished)."""
+        return {(v.run.service_date, v.run.key) for v in self._vehicles.values()
+                if v.run is not None and not v.finished and v is not state}
+
+    @staticmethod
+    def _free_fit(found, day: date, held: set[tuple[date, str]]) -> str | None:
+        """The assigner's choice, or where another vehicle runs it, the best fitting
+        candidate no vehicle runs: one run has one vehicle (and one trip update)."""
+        if found.trip_id is None or (day, found.trip_id) not in held:
+            return found.trip_id
+        free = [c for c in found.candidates if c.rejected is None and math.isfinite(c.cost)
+                and (day, c.trip_id) not in held]
+        return min(free, key=lambda c: c.cost).trip_id if free else None
+
     def _latest_instance(self, state: _Vehicle, ping: Ping) -> _Run | None:
         """The instance of the headway-based trip a device names that started last
         (by the ping's time) and no other vehicle runs: where its timetable is too
@@ -580,8 +610,7 @@ class LiveFleet:
         indicative)."""
         trip_id = ping.trip_id
         trip = self.feed.trips[trip_id]
-        running = {(v.run.service_date, v.run.key) for v in self._vehicles.values()
-                   if v.run is not None and not v.finished and v is not state}
+        running = self._held_by_others(state)
         early = self.assigner.early_s
         for day in self._candidate_days(ping.t):
             if trip.service_id not in self._runs_on(day):
@@ -865,12 +894,54 @@ class LiveFleet:
                     forecast.upper_t.tolist(), forecast.scheduled_t.tolist(), strict=True)]
 
     # ============================================================== read side
-    def vehicles(self) -> list[VehicleState]:
-        """Every vehicle's latest state, for the vehicle positions feed."""
+    def _quiet(self, state: _Vehicle, now: float | None) -> bool:
+        """True when the vehicle has not reported for ``stale_s`` by ``now``, or by
+        the last :meth:`release_due` when ``now`` is None."""
+        if now is None:
+            return state.quiet
+        return state.last is None or now - state.last.t > self.stale_s
+
+    def _under_way(self, now: float | None):
+        """``(forecast, vehicle_id, run)`` of every trip under way whose vehicle is not
+        quiet: the latest forecast, else the timetable shifted by the delay."""
+        for state in self._vehicles.values():
+            run = state.run
+            if run is None or state.finished or state.last is None or self._quiet(state, now):
+                continue
+            entry = self._forecasts.get(run.key)
+            if entry is None or entry[1] != state.vehicle_id or entry[2] is not run:
+                entry = (self._timetable_forecast(state, run), state.vehicle_id, run)
+            yield entry
+
+    @staticmethod
+    def _timetable_forecast(state: _Vehicle, run: _Run) -> StopForecast:
+        """The stops not reached yet at their timetabled times plus the vehicle's
+        current delay (not before its last report, never decreasing along the trip),
+        without an interval: what a consumer would propagate from the trip's delay."""
+        first = state.at_i + 1 if state.at_i >= 0 else state.next_i
+        first = min(max(first, 0), len(run.route.stop_ids))
+        made_at = state.last.t
+        scheduled = run.arrival_t[first:]
+        delay = state.delay if state.delay is not None and math.isfinite(state.delay) else 0.0
+        predicted = np.maximum.accumulate(np.maximum(scheduled + delay, made_at)) \
+            if len(scheduled) else scheduled.copy()
+        unknown = np.full(len(scheduled), np.nan)
+        return StopForecast(run.key, first, predicted, unknown, unknown.copy(),
+                            scheduled.copy(), made_at, delay)
+
+    def vehicles(self, now: float | None = None) -> list[VehicleState]:
+        """Every vehicle's latest state, for the vehicle positions feed.
+
+        Parameters
+        ----------
+        now : float, optional
+            POSIX seconds: vehicles silent for more than ``stale_s`` are left out
+            (none when None).
+        """
         out = []
         for state in self._vehicles.values():
             ping = state.last
-            if ping is None:
+            if ping is None or self._quiet(state, now):
                 continue
             run = state.run
             sequence, stop_id, status = self._stop_status(state)
@@ -884,31 +955,38 @@ class LiveFleet:
                 current_stop_sequence=sequence, stop_id=stop_id, current_status=status))
         return out
 
-    def trip_states(self) -> list[TripState]:
-        """The trips under way (one per vehicle on an unfinished trip)."""
+    def trip_states(self, now: float | None = None) -> list[TripState]:
+        """The trips under way (one per vehicle on an unfinished trip), each stamped
+        with its vehicle's last report; with ``now``, not those of quiet vehicles
+        (see :meth:`vehicles`)."""
         out = []
         for state in self._vehicles.values():
             run = state.run
-            if run is None or state.finished:
+            if run is None or state.finished or state.last is None or self._quiet(state, now):
                 continue
             trip = self.feed.trips[run.route.trip_id]
             out.append(TripState(trip_id=run.key, route_id=trip.route_id,
                                  direction_id=trip.direction_id, start_date=run.service_date,
                                  start_time=run.start_time, vehicle_id=state.vehicle_id,
-                                 delay_s=state.delay))
+                                 delay_s=state.delay, timestamp=state.last.t))
         return out
 
-    def predictions(self) -> list[ArrivalPrediction]:
-        """The latest predictions of every trip under way, by trip then stop."""
+    def predictions(self, now: float | None = None) -> list[ArrivalPrediction]:
+        """The latest predictions of every trip under way, by trip then stop: a
+        prediction for each stop not reached yet (see the module's notes); with
+        ``now``, none for the trips of quiet vehicles (see :meth:`vehicles`)."""
         out: list[ArrivalPrediction] = []
-        for forecast, vehicle_id, run in self._forecasts.values():
+        for forecast, vehicle_id, run in self._under_way(now):
             out.extend(self._materialise(forecast, vehicle_id, run))
         return out
 
-    def trip_predictions(self, trip_id: str) -> list[ArrivalPrediction]:
+    def trip_predictions(self, trip_id: str, now: float | None = None
+                         ) -> list[ArrivalPrediction]:
         """The latest predictions of one trip (or instance); empty when none."""
-        entry = self._forecasts.get(trip_id)
-        return self._materialise(*entry) if entry else []
+        for entry in self._under_way(now):
+            if entry[2].key == trip_id:
+                return self._materialise(*entry)
+        return []
 
     def vehicle_update(self, vehicle_id: str) -> VehicleUpdate | None:
         """The latest state of one vehicle as an update (no new arrivals)."""
@@ -955,7 +1033,8 @@ class LiveFleet:
         -------
         list of BoardRow
             Ordered by expected time. A trip's last stop (where it only sets down) is
-            left out.
+            left out. The trip of a vehicle quiet for ``stale_s`` is back on the
+            timetable.
 
         Raises
         ------
@@ -967,7 +1046,7 @@ class LiveFleet:
             raise KeyError(f"stop_id: {stop_id!r} is not a stop of the feed")
         rows: list[BoardRow] = []
         live_keys: set[tuple[date, str]] = set()
-        for forecast, vehicle_id, run in self._forecasts.values():
+        for forecast, vehicle_id, run in self._under_way(now):
             live_keys.add((run.service_date, run.key))
             route = run.route
             stops = route.stop_ids
@@ -979,11 +1058,16 @@ class LiveFleet:
                 expected = float(forecast.predicted_t[i])
                 if expected < now - grace_s or expected > now + horizon_s:
                     continue
+                lower, upper = float(forecast.lower_t[i]), float(forecast.upper_t[i])
+                known = math.isfinite(lower) and math.isfinite(upper)
                 rows.append(self._board_row(run.key, route.trip_id, float(
                     forecast.scheduled_t[i]), expected, True, vehicle_id,
-                    route.sequence[j], float(forecast.lower_t[i]), float(forecast.upper_t[i])))
-        # trips given to a vehicle are live or done: not in the timetable part
-        taken = live_keys | set(self._served)
+                    route.sequence[j], lower if known else None, upper if known else None))
+        # trips given to a vehicle are live or done: not in the timetable part, but
+        # for those of a quiet vehicle still under way
+        quiet = {(v.run.service_date, v.run.key) for v in self._vehicles.values()
+                 if v.run is not None and not v.finished and self._quiet(v, now)}
+        taken = live_keys | (set(self._served) - quiet)
         stop_rows, row_trip = self._stop_index()
         rows_here = stop_rows.get(stop_id)
         if rows_here is not None and len(rows_here):

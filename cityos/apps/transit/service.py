@@ -253,17 +253,21 @@ class TenantTransit:
         new import).
     predictor : ArrivalPredictor, optional
         The starting predictor; replaced by :meth:`use_predictor` once trained.
+    stale_s : float, optional
+        Silence after which a vehicle leaves the feeds (the fleet's ``stale_s``).
     """
 
-    def __init__(self, tenant: str, feed: Feed, feed_document: dict, predictor=None):
-        from cityos.apps.transit.live import LiveFleet
+    def __init__(self, tenant: str, feed: Feed, feed_document: dict, predictor=None,
+                 stale_s: float | None = None):
+        from cityos.apps.transit.live import STALE_S, LiveFleet
 
         self.tenant = tenant
         self.feed = feed
         self.feed_document = feed_document
         self.timezone = next((a.timezone for a in feed.agencies.values() if a.timezone),
                              None) or "UTC"
-        self.fleet = LiveFleet(feed, predictor, timezone=self.timezone)
+        self.fleet = LiveFleet(feed, predictor, timezone=self.timezone,
+                               stale_s=STALE_S if stale_s is None else stale_s)
         self.lock = threading.RLock()
         self.arrivals: list[ObservedArrival] = []
         self.unsaved_arrivals: list[ObservedArrival] = []
@@ -652,7 +656,8 @@ class TransitService:
             log.exception("transit: the feed of tenant %s (%s) cannot be read", tenant,
                           document.get("path"))
             return None
-        state = TenantTransit(tenant, feed, document, ArrivalPredictor())
+        state = TenantTransit(tenant, feed, document, ArrivalPredictor(),
+                              stale_s=getattr(self.settings, "transit_vehicle_stale_s", None))
         state.restore(self.store)
         state.speed_limit_kmh = self.road_limits(tenant)
         threading.Thread(target=self._train, args=(state,), name=f"transit-train {tenant}",

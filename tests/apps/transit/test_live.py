@@ -206,9 +206,21 @@ def test_without_a_predictor_positions_and_passages_still_flow(feed):
     pings = [p for p in day.pings if origin + 7 * 3600 <= p.t < origin + 8 * 3600]
     fleet = LiveFleet(feed)
     updates = [u for u in (fleet.process(p) for p in pings) if u is not None]
-    assert fleet.arrivals_log and fleet.predictions() == []
+    assert fleet.arrivals_log
     assert all(not u.predictions for u in updates)
     assert any(u.delay_s is not None for u in updates)
+    # the trips under way still predict every stop ahead: the timetable shifted by
+    # the delay, never before the last report, with no interval
+    states = {s.trip_id: s for s in fleet.trip_states()}
+    predictions = fleet.predictions()
+    assert states and {p.trip_id for p in predictions} == set(states)
+    assert all(math.isnan(p.lower_t) and math.isnan(p.upper_t) for p in predictions)
+    for trip_id, state in states.items():
+        mine = sorted((p for p in predictions if p.trip_id == trip_id),
+                      key=lambda p: p.stop_sequence)
+        expected = np.maximum.accumulate([max(p.scheduled_t + (state.delay_s or 0.0),
+                                              state.timestamp) for p in mine])
+        assert [p.predicted_t for p in mine] == pytest.approx(expected.tolist())
 
 
 def _frequency_feed(feed: Feed) -> tuple[Feed, str]:
