@@ -840,9 +840,10 @@ def validate_feed(message: rt.FeedMessage, feed: Feed | None = None, *,
             trip = entity.trip_update.trip
             run = (trip.trip_id, trip.start_date, trip.start_time)
             if trip.trip_id and run in runs:
-                check.add(None, f"{where} trip_update.trip", f"trip {trip.trip_id!r} "
-                          f"{trip.start_date} {trip.start_time} has another trip update in "
-                          "the feed (at most one per trip)")
+                when = " ".join(v for v in (trip.start_date, trip.start_time) if v)
+                check.add(None, f"{where} trip_update.trip", f"trip {trip.trip_id!r}"
+                          f"{' ' + when if when else ''} has another trip update in the "
+                          "feed (at most one per trip)")
             runs.add(run)
         if entity.HasField("vehicle"):
             check.vehicle(f"{where} vehicle", entity.vehicle)

@@ -4,6 +4,7 @@ validated against the specification's rules."""
 from __future__ import annotations
 
 import json
+import math
 from datetime import date
 from pathlib import Path
 
@@ -315,3 +316,111 @@ def test_a_run_of_a_frequency_trip_is_published_as_trip_id_and_start_time():
     plain = rt.TripDescriptor()
     _trip_descriptor(plain, trip_id="T7", route_id="R1")
     assert (plain.trip_id, plain.start_time) == ("T7", "")
+
+
+# ------------------------------------------------------------ more specification rules
+def _frequent_feed(exact_times: bool) -> Feed:
+    """small_feed with T2 run every 10 minutes 08:30-09:30."""
+    from dataclasses import replace as _replace
+
+    from cityos.apps.transit.models import Frequency
+
+    return _replace(small_feed(), frequencies={
+        "T2": [Frequency("T2", 30600, 34200, 600, exact_times)]})
+
+
+def _one_update(trip_id: str, **descriptor) -> rt.FeedMessage:
+    message = trip_updates_feed([prediction(trip_id, 2, "B", NOW + 60, NOW + 60)],
+                                [TripState(trip_id=trip_id, route_id="R1", **descriptor)],
+                                NOW, feed=small_feed())
+    return message
+
+
+def test_validator_wants_start_time_and_start_date_of_a_frequency_based_run():
+    problems = validate_feed(_one_update("T2"), _frequent_feed(False), now=NOW)
+    assert [p.split(":")[0] for p in problems] == [
+        "E006 entity[0] 'T2' trip_update.trip.start_time",
+        "E006 entity[0] 'T2' trip_update.trip.start_date"]
+    good = _one_update("T2", start_time="08:40:00", start_date="20231114")
+    assert validate_feed(good, _frequent_feed(False), now=NOW) == []
+
+
+def test_validator_checks_a_run_start_against_the_frequency_periods():
+    off_headway = _one_update("T2", start_time="08:45:00", start_date="20231114")
+    assert validate_feed(off_headway, _frequent_feed(False), now=NOW) == []  # exact_times=0
+    problems = validate_feed(off_headway, _frequent_feed(True), now=NOW)
+    assert len(problems) == 1 and problems[0].startswith(
+        "E019 entity[0] 'T2' trip_update.trip.start_time: 08:45:00 is not a whole number")
+    outside = _one_update("T2", start_time="10:00:00", start_date="20231114")
+    problems = validate_feed(outside, _frequent_feed(False), now=NOW)
+    assert problems == ["entity[0] 'T2' trip_update.trip.start_time: 10:00:00 is outside "
+                        "every frequencies.txt period of trip 'T2'"]
+
+
+def test_validator_rejects_negative_uncertainty_and_a_second_update_of_a_run():
+    message = trip_updates_feed([prediction("T1", 2, "B", NOW + 60, NOW + 60)],
+                                [TripState(trip_id="T1", route_id="R1")], NOW)
+    message.entity[0].trip_update.stop_time_update[0].arrival.uncertainty = -5
+    twin = message.entity.add()
+    twin.CopyFrom(message.entity[0])
+    twin.id = "T1-again"
+    twin.trip_update.stop_time_update[0].arrival.uncertainty = 5
+    problems = validate_feed(message, small_feed(), now=NOW)
+    assert problems == [
+        "entity[0] 'T1' trip_update.stop_time_update[0].arrival.uncertainty: -5 is negative",
+        "entity[1] 'T1-again' trip_update.trip: trip 'T1' has another trip update in the "
+        "feed (at most one per trip)"]
+
+
+def test_validator_reports_stale_entities_and_trip_updates_without_stop_times():
+    vehicle = VehicleState(vehicle_id="BUS7", trip_id="T1", lat=4.89, lon=114.94, t=NOW - 900)
+    positions = vehicle_positions_feed([vehicle], NOW)
+    assert validate_feed(positions, small_feed(), now=NOW) == []
+    assert validate_feed(positions, small_feed(), now=NOW, max_age_s=300) == [
+        "entity[0] 'BUS7' vehicle.timestamp: 1699999100 is 900 s older than "
+        "header.timestamp: the data is stale (more than 300 s)"]
+    bare = rt.FeedMessage()
+    bare.CopyFrom(trip_updates_feed([], [TripState(trip_id="T1", schedule_relationship="CANCELED")],
+                                    NOW))
+    assert validate_feed(bare, small_feed(), now=NOW) == []  # a cancelled trip needs none
+    bare.entity[0].trip_update.trip.schedule_relationship = rt.TripDescriptor.SCHEDULED
+    assert [p.split()[0] for p in validate_feed(bare, small_feed(), now=NOW)] == ["E041"]
+    # and the builder never writes one
+    assert len(trip_updates_feed([], [TripState(trip_id="T1")], NOW).entity) == 0
+
+
+def test_trip_updates_are_timestamped_and_predictions_without_interval_have_no_uncertainty():
+    no_interval = ArrivalPrediction("T1", 2, "B", "BUS7", NOW + 60, math.nan, math.nan,
+                                    NOW + 30, NOW - 5)
+    message = trip_updates_feed([no_interval], [TripState(trip_id="T1", timestamp=NOW - 2)], NOW)
+    update = message.entity[0].trip_update
+    assert update.timestamp == int(NOW - 2)
+    arrival = update.stop_time_update[0].arrival
+    assert (arrival.time, arrival.delay, arrival.HasField("uncertainty")) == \
+        (int(NOW + 60), 30, False)
+    # without a trip state's timestamp: when the prediction was made
+    message = trip_updates_feed([no_interval], None, NOW)
+    assert message.entity[0].trip_update.timestamp == int(NOW - 5)
+
+
+def test_stops_ahead_needs_a_trip_update_for_each_stop_ahead_of_each_vehicle():
+    from cityos.apps.transit.gtfs_rt import stops_ahead_problems
+
+    feed = small_feed()
+    vehicle = VehicleState(vehicle_id="BUS7", trip_id="T2", lat=4.89, lon=114.94, t=NOW - 5,
+                           current_stop_sequence=2, current_status="IN_TRANSIT_TO")
+    positions = vehicle_positions_feed([vehicle], NOW)
+    ahead = [prediction("T2", seq, stop, NOW + 60 * seq, NOW + 60 * seq)
+             for seq, stop in [(2, "B"), (3, "C"), (4, "D")]]
+    updates = trip_updates_feed(ahead, [TripState(trip_id="T2", vehicle_id="BUS7")], NOW)
+    assert stops_ahead_problems(updates, positions, feed) == []
+    short = trip_updates_feed(ahead[:2], [TripState(trip_id="T2", vehicle_id="BUS7")], NOW)
+    assert stops_ahead_problems(short, positions, feed) == [
+        "entity[0] trip_update: stop_sequences [2, 3] are not the stops ahead of vehicle "
+        "'BUS7' on trip 'T2' at 2 (on its way): [2, 3, 4]"]
+    none = trip_updates_feed([], None, NOW)
+    assert stops_ahead_problems(none, positions, feed) == [
+        "vehicle 'BUS7' on trip 'T2': 0 trip updates of the run (one expected)"]
+    gone = vehicle_positions_feed([], NOW)
+    assert stops_ahead_problems(updates, gone, feed) == [
+        "entity[0] trip_update: vehicle 'BUS7' is not in the vehicle positions"]
