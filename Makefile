@@ -19,12 +19,16 @@ PYTEST_ARGS ?=
 venv: $(STAMP)
 
 # front-end hook: once a package.json exists (dashboard build, browser tests), npm ci runs
+# pip and npm show what they fetch and build: a fresh install takes minutes
 $(STAMP): pyproject.toml $(FRONTEND)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[postgres,bus,test]'
-	if [ -f package.json ]; then npm ci; fi
+	@echo "== installing Python packages into $(VENV) (a few minutes on a fresh machine)"
+	$(BIN)/python -m pip install -e '.[postgres,bus,test]'
+	@if [ -f package.json ]; then \
+		echo "== installing front-end packages (npm ci)"; npm ci; fi
 	touch $@
 
+# the demo build reports each app's builder on stderr (`cityos --quiet demo`: silent)
 demo: venv
 	$(BIN)/cityos demo
 
@@ -34,7 +38,8 @@ test: venv
 
 bench: venv
 	$(ENSURE_SERVICES)
-	$(BIN)/python -m pip install --quiet -e '.[postgres,bus,test,bench]'
+	@echo "== installing the benchmarks' baselines (MintPy and its dependencies)"
+	$(BIN)/python -m pip install -e '.[postgres,bus,test,bench]'
 	@set -e; for script in $(BENCH); do \
 		echo "== $$script"; $(BIN)/python $$script; done
 

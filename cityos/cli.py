@@ -38,6 +38,17 @@ DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883"
 IMPORT_BATCH = 1000
 
 
+@app.callback()
+def cityos_root(ctx: typer.Context,
+                quiet: bool = typer.Option(False, "--quiet", "-q",
+                                           help="No progress on stderr (results and errors "
+                                                "still print).")) -> None:
+    """CityOS: an open smart-city operations platform."""
+    from cityos.core.progress import quiet_while
+
+    quiet_while(ctx, quiet)
+
+
 # ------------------------------------------------------------- settings options
 def _option_type(annotation) -> type:
     """The plain type of a Settings field (``str | None`` -> ``str``)."""
@@ -199,7 +210,7 @@ def demo(settings: Settings,
     anchor = parse_datetime(at, "--at") if at else demo_city.demo_anchor(now_utc())
     store = _open_store(settings)
     try:
-        written = demo_city.build_demo_city(store, DEMO_TENANT, anchor)
+        written = demo_city.build_demo_city(store, DEMO_TENANT, anchor, progress=True)
         token = demo_api_key(store, demo_key_path(settings.database_url))
     except NgsiLdError as error:
         store.close()
@@ -420,21 +431,25 @@ def import_file(
         typer.echo(f"{file}: {len(problems)} of {len(raw)} entities are wrong; "
                    "nothing was imported", err=True)
         raise typer.Exit(2)
+    from cityos.core.progress import Progress
+
     store = _open_store(settings)
     created = replaced = 0
     try:
-        for start in range(0, len(entities), max(1, batch_size)):
-            batch = entities[start:start + batch_size]
-            existing = {r.id for r in store.scan(tenant, ids=[e["id"] for e in batch])}
-            result = store.upsert_entities(tenant, batch, replace=True)
-            if result.errors:
-                for error in result.errors:
-                    typer.echo(f"{file}: {error['entityId']}: {error['error']['detail']}",
-                               err=True)
-                _fail(f"{len(result.errors)} entities were refused by the store; "
-                      f"{start + len(result.success)} written")
-            replaced += len(existing)
-            created += len(batch) - len(existing)
+        with Progress(f"import {file.name}", total=len(entities), unit="entities") as bar:
+            for start in range(0, len(entities), max(1, batch_size)):
+                batch = entities[start:start + batch_size]
+                existing = {r.id for r in store.scan(tenant, ids=[e["id"] for e in batch])}
+                result = store.upsert_entities(tenant, batch, replace=True)
+                if result.errors:
+                    for error in result.errors:
+                        typer.echo(f"{file}: {error['entityId']}: "
+                                   f"{error['error']['detail']}", err=True)
+                    _fail(f"{len(result.errors)} entities were refused by the store; "
+                          f"{start + len(result.success)} written")
+                replaced += len(existing)
+                created += len(batch) - len(existing)
+                bar.advance(len(batch))
     finally:
         store.close()
     typer.echo(f"{file}: imported {len(entities)} entities into tenant {tenant!r} "

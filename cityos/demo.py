@@ -89,7 +89,15 @@ def demo_anchor(now: datetime) -> datetime:
     return now.replace(minute=0, second=0, microsecond=0)
 
 
-def build_demo_city(store, tenant: str, at: datetime) -> dict[str, int]:
+def builder_label(name: str) -> str:
+    """What a builder is called in the progress lines: its app (``"transit"``) or
+    ``"core"`` for one outside ``cityos.apps``."""
+    parts = name.partition(":")[0].split(".")
+    return parts[2] if len(parts) > 2 and parts[1] == "apps" else "core"
+
+
+def build_demo_city(store, tenant: str, at: datetime, *,
+                    progress: bool = False) -> dict[str, int]:
     """Run every demo builder; return the number of entities each wrote.
 
     Parameters
@@ -98,11 +106,22 @@ def build_demo_city(store, tenant: str, at: datetime) -> dict[str, int]:
     tenant : str
     at : datetime
         End of the sample history (timezone-aware); see :func:`demo_anchor`.
+    progress : bool
+        Report each builder on stderr (:class:`~cityos.core.progress.Progress`:
+        ``"demo city: transit (2/5): 124 entities"``), unless ``cityos --quiet``.
     """
+    from cityos.core.progress import Progress
+
     written = {}
-    for target in DEMO_BUILDERS:
-        name = target if isinstance(target, str) else f"{target.__module__}:{target.__name__}"
-        written[name] = len(load(target)(store, tenant, at))
+    with Progress("demo city", total=len(DEMO_BUILDERS),
+                  quiet=None if progress else True) as bar:
+        for target in DEMO_BUILDERS:
+            name = target if isinstance(target, str) else \
+                f"{target.__module__}:{target.__name__}"
+            label = builder_label(name)
+            bar.start(label)
+            written[name] = len(load(target)(store, tenant, at))
+            bar.step(label, f"{written[name]} entities")
     return written
 
 

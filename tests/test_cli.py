@@ -79,6 +79,22 @@ def test_import_ngsi_ld_array_lands_in_the_store(tmp_path, db_url):
     assert "(0 created, 2 replaced)" in again.stdout
 
 
+def test_import_reports_its_batches_on_stderr_only(tmp_path, db_url):
+    entities = [{"id": f"urn:ngsi-ld:Vehicle:bus-{n}", "type": "Vehicle",
+                 "speed": {"type": "Property", "value": n}} for n in range(5)]
+    path = write_json(tmp_path / "buses.json", entities)
+    result = invoke("import", path, "--batch-size", "2", "--database-url", db_url)
+    assert result.exit_code == 0, result.output
+    # batches of 2, 2 and 1: a line as each tenth of the five is passed
+    assert result.stderr.splitlines() == ["import buses.json: 2/5 entities (40%)",
+                                          "import buses.json: 4/5 entities (80%)",
+                                          "import buses.json: 5/5 entities (100%)"]
+    assert result.stdout.splitlines() == [
+        f"{path}: imported 5 entities into tenant 'default' (5 created, 0 replaced)"]
+    quiet = invoke("--quiet", "import", path, "--database-url", db_url)
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
 def test_import_single_json_ld_entity_and_key_values(tmp_path, db_url):
     single = write_json(tmp_path / "one.json", SENSOR)
     assert invoke("import", single, "--database-url", db_url).exit_code == 0
@@ -261,6 +277,11 @@ def test_demo_no_serve_builds_the_sample_city_idempotently(tmp_path, db_url):
     # the flood-risk study and its 5 hazard areas (6) and the subsidence area, its 60
     # buildings and metro line (62)
     assert "Demo city: 218 entities in tenant 'default'" in first.stdout
+    # one progress line per builder on stderr, with its count
+    assert first.stderr.splitlines() == [
+        "demo city: core (1/5): 8 entities", "demo city: transit (2/5): 124 entities",
+        "demo city: floodwatch (3/5): 18 entities", "demo city: floodrisk (4/5): 6 entities",
+        "demo city: subsidence (5/5): 62 entities"]
     key_file = tmp_path / "demo-key.txt"
     token = key_file.read_text().strip()
     assert f"Bearer {token}" in first.stdout
@@ -294,8 +315,9 @@ def test_demo_no_serve_builds_the_sample_city_idempotently(tmp_path, db_url):
     assert depth[0].instance["observedAt"].startswith("2026-03-01T06:00:00")
     assert [r.instance["value"] for r in depth][-2:] == [41.0, 42.0]
 
-    second = invoke(*args)
+    second = invoke("--quiet", *args)
     assert second.exit_code == 0, second.output
+    assert second.stderr == ""  # --quiet: no progress
     assert key_file.read_text().strip() == token  # the dev key is reused
     assert snapshot() == (records, depth, rows, key)  # nothing rewritten, no new history
 

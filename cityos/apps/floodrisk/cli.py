@@ -41,14 +41,18 @@ def run(
     """Run every return period x package of a study, then impacts and economics."""
     from cityos.apps.floodrisk.inputs import InputError
     from cityos.apps.floodrisk.report import headline_sentence
-    from cityos.apps.floodrisk.study import StudyError, run_study
+    from cityos.apps.floodrisk.study import StudyError, parse_study, run_study
+    from cityos.core.progress import Progress
 
     out = out or study.parent / "out"
     started = time.perf_counter()
     try:
-        results = run_study(study, out, workers=workers, dask_address=dask, use_cache=cache,
-                            threads_per_worker=threads, progress=lambda line: typer.echo(
-                                f"[{time.perf_counter() - started:7.1f} s] {line}"))
+        # one step per run of the matrix (return period x package), as each one ends
+        with Progress(f"study {study.name}", total=len(parse_study(study).run_matrix()),
+                      unit="runs") as bar:
+            results = run_study(study, out, workers=workers, dask_address=dask,
+                                use_cache=cache, threads_per_worker=threads,
+                                progress=bar.step)
     except (StudyError, InputError) as error:
         _fail(str(error), code=2)
     except FileNotFoundError as error:

@@ -35,10 +35,13 @@ def evaluate(
     """Nowcast skill on held-out storms of the synthetic catchment: RMSE by horizon,
     hit rate, false-alarm ratio and warning lead time, against persistence."""
     from cityos.apps.floodwatch.nowcast_eval import run_synthetic_evaluation
+    from cityos.core.progress import Progress
 
     started = time.perf_counter()
-    report = run_synthetic_evaluation(seed=seed, days=days, sites=sites,
-                                      threshold_cm=threshold, rain_forecast=forecast)
+    with Progress("nowcast evaluation", total=sites, unit="sites") as bar:
+        report = run_synthetic_evaluation(seed=seed, days=days, sites=sites,
+                                          threshold_cm=threshold, rain_forecast=forecast,
+                                          progress=lambda site: bar.step(f"site {site}"))
     typer.echo(report.table())
     typer.echo(f"\n({time.perf_counter() - started:.1f} s)")
 
@@ -54,17 +57,24 @@ def pumps_evaluate(
     scenario scored with its own metric, and flooding at the demo catchment's sensor
     nodes."""
     from cityos.apps.floodwatch.swmm_eval import evaluate_demo_catchment, evaluate_pystorms_beta
+    from cityos.core.progress import Progress
 
     if scenario not in ("beta", "demo", "both"):
         _fail(f"--scenario: {scenario!r} is not beta, demo or both")
-    if scenario in ("beta", "both"):
-        started = time.perf_counter()
-        typer.echo(evaluate_pystorms_beta(workers=workers).table())
-        typer.echo(f"({time.perf_counter() - started:.1f} s)\n")
-    if scenario in ("demo", "both"):
-        started = time.perf_counter()
-        typer.echo(evaluate_demo_catchment(workers=workers).table())
-        typer.echo(f"({time.perf_counter() - started:.1f} s)")
+    scenarios = {"beta": ("pystorms beta", evaluate_pystorms_beta),
+                 "demo": ("demo catchment", evaluate_demo_catchment)}
+    chosen = list(scenarios) if scenario == "both" else [scenario]
+    # one step per scenario (each runs its three strategies side by side)
+    with Progress("pump evaluation", total=len(chosen), unit="scenarios") as bar:
+        for name in chosen:
+            label, evaluate_scenario = scenarios[name]
+            bar.start(label)
+            started = time.perf_counter()
+            table = evaluate_scenario(workers=workers).table()
+            elapsed = time.perf_counter() - started
+            bar.step(label)
+            typer.echo(table)
+            typer.echo(f"({elapsed:.1f} s)" + ("\n" if name != chosen[-1] else ""))
 
 
 @app.command("report")

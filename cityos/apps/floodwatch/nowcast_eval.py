@@ -35,7 +35,7 @@ evaluate on the rest, pool the sites; :meth:`EvaluationReport.table` formats it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
@@ -375,7 +375,9 @@ def run_synthetic_evaluation(seed: int = 0, days: float = 60.0, sites: int = 5, 
                              threshold_cm: float = DEFAULT_THRESHOLD_CM,
                              rain_forecast: bool = True, dt_s: float = 60.0,
                              storms_per_day: float = 0.5, refit: bool = True,
-                             boosting_options: dict | None = None) -> EvaluationReport:
+                             boosting_options: dict | None = None,
+                             progress: Callable[[str], None] | None = None
+                             ) -> EvaluationReport:
     """Fit and evaluate nowcasts on the synthetic catchment (``cityos floodwatch evaluate``).
 
     Each site is fitted on the first ``train_fraction`` of the record and scored on
@@ -400,6 +402,9 @@ def run_synthetic_evaluation(seed: int = 0, days: float = 60.0, sites: int = 5, 
     boosting_options : dict, optional
         Settings of the data-driven model (see
         :class:`~cityos.apps.floodwatch.nowcast.BoostingNowcaster`).
+    progress : callable, optional
+        Called with each site's id once it is fitted and scored (a
+        :meth:`~cityos.core.progress.Progress.step`).
 
     Returns
     -------
@@ -422,6 +427,8 @@ def run_synthetic_evaluation(seed: int = 0, days: float = 60.0, sites: int = 5, 
                                     catchment.depth_cm[i], forecast,
                                     threshold_cm=threshold_cm,
                                     start_s=float(catchment.t_s[split]), site_id=site_id))
+        if progress is not None:
+            progress(site_id)
     notes = [f"Synthetic catchment seed {seed}: {len(catchment.storms)} storms in "
              f"{days:g} days; fitted on the first {train_fraction:.0%} of each record."]
     return EvaluationReport(evaluations, threshold_cm, SiteNowcaster().horizons_min,

@@ -58,12 +58,15 @@ def import_product(
         open_product,
         with_incidence,
     )
+    from cityos.core.progress import Progress
 
     try:
         opened = open_product(product, **({"geometry_h5": geometry} if geometry else {}))
         if incidence is not None:
             opened = with_incidence(opened, incidence)
-        points = PointStore.create(store, opened)
+        with Progress(f"import {Path(product).name}", total=opened.n_points,
+                      unit="points") as bar:
+            points = PointStore.create(store, opened, progress=bar.advance)
     except (ProductError, OSError) as error:
         _format_error(error)
     dates = points.dates
@@ -85,12 +88,14 @@ def fit(store: Path = typer.Option(..., "--store", help=STORE_HELP),
 
     from cityos.apps.subsidence.fit import fit_store
     from cityos.apps.subsidence.products import missing_incidence
+    from cityos.core.progress import Progress
 
     points = _points(store)
     try:
         if incidence is not None:
             points.fill_incidence(incidence)
-        columns = fit_store(points, workers=workers)
+        with Progress(f"fit {store.name}", total=points.n_points, unit="points") as bar:
+            columns = fit_store(points, workers=workers, progress=bar.advance)
     except ValueError as error:  # a bad angle, or dates too few for the model
         _format_error(error)
     kind = points.meta.get("kind", "los")

@@ -40,7 +40,7 @@ LOS to vertical and east-west
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -423,7 +423,8 @@ def rereference(displacement_mm, reference) -> np.ndarray:
 def fit_store(store, *, chunk: int = 200_000, workers: int = 1,
               reference_rows: Sequence[int] | np.ndarray | None = None,
               seasonal: bool = True, acceleration: bool = True,
-              time_axis: str = "days", min_bic_gain: float = 6.0) -> dict[str, np.ndarray]:
+              time_axis: str = "days", min_bic_gain: float = 6.0,
+              progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
     """Fit every point of a :class:`~cityos.apps.subsidence.points.PointStore` and write
     the fitted columns into it (``cityos subsidence fit``).
 
@@ -438,6 +439,9 @@ def fit_store(store, *, chunk: int = 200_000, workers: int = 1,
         Rows of a stable point or area: their mean series is subtracted first.
     seasonal, acceleration, time_axis, min_bic_gain
         See :func:`fit_series`.
+    progress : callable, optional
+        Called with the number of points of each block fitted (a
+        :meth:`~cityos.core.progress.Progress.advance`).
 
     Returns
     -------
@@ -470,6 +474,8 @@ def fit_store(store, *, chunk: int = 200_000, workers: int = 1,
             if name not in columns:
                 columns[name] = np.empty(n, dtype=values.dtype)
             columns[name][a:a + len(values)] = values
+        if progress is not None:
+            progress(len(res["velocity_mm_yr"]))
 
     if workers > 1:
         with ThreadPoolExecutor(workers) as pool:

@@ -32,6 +32,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
@@ -98,7 +99,8 @@ class PointStore:
     # ----------------------------------------------------------------- build
     @classmethod
     def create(cls, directory, product: Product, *, chunk: int = 200_000,
-               cell_deg: float | None = None) -> PointStore:
+               cell_deg: float | None = None,
+               progress: Callable[[int], None] | None = None) -> PointStore:
         """Import a product into a new store (``cityos subsidence import``).
 
         Parameters
@@ -111,6 +113,9 @@ class PointStore:
             Points read per chunk.
         cell_deg : float, optional
             Grid cell size in degrees (by default about 256 points a cell).
+        progress : callable, optional
+            Called with the number of points of each chunk read (a
+            :meth:`~cityos.core.progress.Progress.advance`).
 
         Returns
         -------
@@ -148,6 +153,8 @@ class PointStore:
                 vel.append(c.velocity_mm_yr if c.velocity_mm_yr is not None
                            else np.full(k, np.nan, np.float32))
                 n += k
+                if progress is not None:
+                    progress(k)
             if n == 0:
                 raise ProductError(f"{product.path}: no point with data in every epoch")
             lon_a, lat_a = np.concatenate(lon), np.concatenate(lat)

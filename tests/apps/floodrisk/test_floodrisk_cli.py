@@ -39,6 +39,18 @@ def test_run_prints_the_headline(ran):
     assert again.exit_code == 0 and "0 runs simulated, 4 from the cache" in again.output
 
 
+def test_run_reports_each_run_of_the_matrix_on_stderr(ran):
+    study, out, _ = ran
+    again = invoke("run", study, "--out", out)
+    assert again.exit_code == 0, again.output
+    assert again.stderr.splitlines() == [
+        "study study.yaml: cached baseline T=2 (1/4)",
+        "study study.yaml: cached baseline T=50 (2/4)",
+        "study study.yaml: cached pond_and_drains T=2 (3/4)",
+        "study study.yaml: cached pond_and_drains T=50 (4/4)"]
+    assert "cached" not in again.stdout  # the results only
+
+
 def test_report_command(ran, tmp_path):
     _, out, _ = ran
     result = invoke("report", out, "--html", tmp_path / "r.html")

@@ -221,7 +221,8 @@ def test_a_product_missing_optional_parts_imports_and_fits_in_line_of_sight(tmp_
     store = tmp_path / "points"
     imported = invoke("import", product, "--store", store)
     assert imported.exit_code == 0, imported.output
-    assert imported.stderr.startswith("warning:") and "--incidence DEG" in imported.stderr
+    warning = [line for line in imported.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "--incidence DEG" in warning[0]
     fitted = invoke("fit", "--store", store)
     assert fitted.exit_code == 0, fitted.output
     assert "line-of-sight velocity" in fitted.stdout
@@ -429,3 +430,14 @@ def test_the_api_shows_line_of_sight_where_there_is_no_vertical(tmp_path, incide
         assert series["component"] == component
         np.testing.assert_allclose(series["displacement_mm"], -12.0 * scale * DAYS / 365.25,
                                    atol=1e-3)
+
+
+def test_import_and_fit_report_their_progress_on_stderr(tmp_path):
+    store = tmp_path / "points"
+    imported = invoke("import", mintpy(tmp_path / "mintpy", INCIDENCE_ANGLE="37.0"),
+                      "--store", store)
+    assert imported.stderr.splitlines() == ["import timeseries.h5: 30/30 points (100%)"]
+    assert imported.stdout.count("\n") == 1          # the result only
+    fitted = invoke("fit", "--store", store)
+    assert fitted.stderr.splitlines() == ["fit points: 30/30 points (100%)"]
+    assert fitted.stdout.count("\n") == 1
