@@ -233,6 +233,21 @@ def test_a_product_missing_optional_parts_imports_and_fits_in_line_of_sight(tmp_
     assert velocity.max() == pytest.approx(LOS_RATE.max(), abs=0.5)
 
 
+@pytest.mark.parametrize("case", ["egms with only pid and lat/lon",
+                                  "geotiff with dates in band tags"])
+def test_incidence_gives_vertical_motion_for_every_format(tmp_path, case):
+    store = tmp_path / "points"
+    imported = invoke("import", IMPORTS[case](tmp_path / "product"), "--store", store,
+                      "--incidence", "30")
+    assert imported.exit_code == 0 and "warning" not in imported.stderr, imported.output
+    fitted = invoke("fit", "--store", store)
+    assert "vertical velocity" in fitted.stdout and "warning" not in fitted.stderr
+    columns = PointStore.open(store).fitted()
+    np.testing.assert_allclose(columns["velocity_vertical_mm_yr"],
+                               np.asarray(columns["velocity_mm_yr"]) / np.cos(np.deg2rad(30)),
+                               rtol=1e-6)
+
+
 # ------------------------------------------------------ products that cannot import
 def _write(name: str, content: bytes):
     def make(folder: Path) -> Path:
