@@ -1148,15 +1148,19 @@ class _Reader:
                                "not a shape_id of shapes.txt; shape derived from the stops",
                                f"trip {trip_id}")
                 shape_id = None
-            if shape_id is None:
+            def stops_shape(run=run) -> str:
                 pattern = run.tobytes()
-                shape_id = derived_for.get(pattern)
-                if shape_id is None:
-                    shape_id = _derived_shape_id(run, stop_times.stop_ids)
-                    if shape_id not in shapes:
-                        shapes[shape_id] = _shape_from_stops(shape_id, run, stop_lat,
-                                                             stop_lon)
-                    derived_for[pattern] = shape_id
+                derived_id = derived_for.get(pattern)
+                if derived_id is None:
+                    derived_id = _derived_shape_id(run, stop_times.stop_ids)
+                    if derived_id not in shapes:
+                        shapes[derived_id] = _shape_from_stops(derived_id, run, stop_lat,
+                                                               stop_lon)
+                    derived_for[pattern] = derived_id
+                return derived_id
+
+            if shape_id is None:
+                shape_id = stops_shape()
                 updated[trip_id] = replace(trip, shape_id=shape_id)
             shape = shapes[shape_id]
             if usable_sdt[number] and shape_id in shape_sdt:
@@ -1168,18 +1172,27 @@ class _Reader:
                                "does not increase along the trip; stops placed on the shape "
                                "by projection instead", f"trip {trip_id}")
             key = (shape_id, run.tobytes())
-            along = placed.get(key)
-            if along is None:
+            found = placed.get(key)
+            if found is None:
                 if shape.derived:
-                    along = _derived_stop_distances(shape, run, stop_lat)
+                    found = (_derived_stop_distances(shape, run, stop_lat), None)
                 else:
                     along, off_m = _project(shape, stop_lon[run], stop_lat[run])
+                    found = (along, None)
                     if off_m > FAR_FROM_SHAPE_M:
+                        # a vehicle would be off this shape between its stops: follow
+                        # the stops instead
                         problems.tally("trips.txt", self.trip_line.get(trip_id), "shape_id",
                                        f"stops lie more than {FAR_FROM_SHAPE_M:g} m from "
-                                       "the trip's shape (a wrong or cut shape?)",
+                                       "the trip's shape (a wrong or cut shape?); shape "
+                                       "derived from the stops instead",
                                        f"trip {trip_id}: {off_m:.0f} m")
-                placed[key] = along
+                        own = stops_shape()
+                        found = (_derived_stop_distances(shapes[own], run, stop_lat), own)
+                placed[key] = found
+            along, own = found
+            if own is not None:
+                updated[trip_id] = replace(trip, shape_id=own)
             out[a:b] = along
         return updated
 

@@ -404,8 +404,9 @@ def trip_updates_feed(predictions: Iterable[ArrivalPrediction],
                 stop_update.stop_sequence = sequence
                 stop_update.stop_id = prediction.stop_id
                 stop_update.arrival.time = arrival_t
-                stop_update.arrival.delay = int(round(prediction.predicted_t
-                                                      - prediction.scheduled_t))
+                if math.isfinite(prediction.scheduled_t):  # else a trip without times
+                    stop_update.arrival.delay = int(round(prediction.predicted_t
+                                                          - prediction.scheduled_t))
                 spread = prediction.upper_t - prediction.lower_t
                 if math.isfinite(spread):
                     stop_update.arrival.uncertainty = max(0, int(round(spread / 2.0)))

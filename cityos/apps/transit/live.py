@@ -61,6 +61,8 @@ IN_TRANSIT_TO = "IN_TRANSIT_TO"
 STOPPED_AT = "STOPPED_AT"
 #: Silence after which a vehicle leaves the feeds and its trip's predictions end, s.
 STALE_S = 300.0
+#: Pace of a trip whose stop times have no times at all (the simulator's), m/s.
+UNTIMED_PACE_MPS = 20.0 / 3.6
 
 
 # ============================================================================ outputs
@@ -139,6 +141,7 @@ class _Route:
     stop_dist: np.ndarray  # along the snapper's shape, non-decreasing
     model_dist: np.ndarray | None  # the predictor's frame where it differs (else None)
     snapper: ShapeSnapper
+    timed: bool = True  # False: the feed gives no times; these are UNTIMED_PACE_MPS's
 
 
 @dataclass
@@ -418,13 +421,14 @@ class LiveFleet:
             passed = self._start_at(state, run, t, d, speed, arrivals)
         state.prev_t, state.prev_d, state.prev_speed, state.dist = t, d, speed, d
         refresh = refresh or passed
+        timed = route.timed  # without a timetable there is no delay to speak of
         if state.finished:
             self._forecasts.pop(run.key, None)
-            state.delay = self._delay(run, state, t, d)
+            state.delay = self._delay(run, state, t, d) if timed else None
             return self._update(state, ping, arrivals, [])
-        state.delay = self._delay(run, state, t, d)
+        state.delay = self._delay(run, state, t, d) if timed else None
         predictions: list[ArrivalPrediction] = []
-        if self.predictor is not None:
+        if self.predictor is not None and timed:
             predictions = self._predict(state, run, t, d, refresh)
         return self._update(state, ping, arrivals, predictions)
 
@@ -512,11 +516,17 @@ class LiveFleet:
                 arrival = np.where(timed, arrival, np.interp(dist, dist[timed], arrival[timed]))
                 departure = np.where(timed, departure,
                                      np.interp(dist, dist[timed], departure[timed]))
+            has_times = bool(timed.sum() >= 2)
+            if not has_times:
+                # no timetable: each run is timed from when its vehicle is first seen,
+                # at a nominal pace (predictions only, no schedule deviation)
+                arrival = (dist - dist[0]) / UNTIMED_PACE_MPS
+                departure = arrival.copy()
             if np.isfinite(arrival).all() and np.isfinite(departure).all():
                 route = _Route(trip_id, self.feed.trips[trip_id].route_id,
                                list(schedule.stop_ids),
                                [int(s) for s in schedule.stop_sequence.tolist()],
-                               arrival, departure, dist, model_dist, snapper)
+                               arrival, departure, dist, model_dist, snapper, has_times)
         self._routes[trip_id] = route
         return route
 
@@ -533,13 +543,16 @@ class LiveFleet:
                     origin + shift + route.departure_s,
                     _hms(route.departure_s[0] + shift), device_named)
 
-    def _named_run(self, ping: Ping) -> _Run | None:
+    def _named_run(self, state: _Vehicle, ping: Ping) -> _Run | None:
         """The run of the (non frequency-based) trip a device names, on the service
         date whose timetable puts it nearest to the ping's time."""
         trip_id = ping.trip_id
         trip = self.feed.trips.get(trip_id)
         if trip is None or self.feed.frequencies.get(trip_id):
             return None
+        route = self._route(trip_id)
+        if route is not None and not route.timed:
+            return self._untimed_run(state, ping, route)
         best, best_gap = None, math.inf
         for day in self._candidate_days(ping.t):
             if trip.service_id not in self._runs_on(day):
@@ -558,7 +571,7 @@ class LiveFleet:
         run = None
         if ping.trip_id and ping.trip_id in self.feed.trips \
                 and not self.feed.frequencies.get(ping.trip_id):
-            run = self._named_run(ping)
+            run = self._named_run(state, ping)
         else:
             recent = list(state.recent)[:-1]
             held = self._held_by_others(state)
@@ -587,6 +600,27 @@ class LiveFleet:
         state.assign_failures = 0
         self._start_run(state, run)
         return run
+
+    def _untimed_run(self, state: _Vehicle, ping: Ping, route: _Route) -> _Run | None:
+        """A run of a trip without times: the trip a device names, started when the
+        vehicle is first seen on it (several run at once all day, as an exact_times=0
+        frequency trip's runs do, so each is named ``<trip_id>@HH:MM:SS``); none while
+        the vehicle still stands at the end of its last run of the trip."""
+        trip = self.feed.trips[route.trip_id]
+        if state.finished_key is not None \
+                and split_instance_id(state.finished_key[1])[0] == route.trip_id:
+            lat, lon = route.snapper.point_at(route.stop_dist[-1])
+            if distance_m(ping.lat, ping.lon, lat, lon) <= 2 * self.at_stop_m + 15.0:
+                return None
+        held = self._held_by_others(state) | set(self._served)
+        for day in self._candidate_days(ping.t):
+            if trip.service_id not in self._runs_on(day):
+                continue
+            start = int(ping.t - self._origin(day))
+            while (day, instance_id(route.trip_id, start)) in held:
+                start += 1
+            return self._make_run(instance_id(route.trip_id, start), day, True)
+        return None
 
     def _held_by_others(self, state: _Vehicle) -> set[tuple[date, str]]:
         """The runs other vehicles are on (unfinished)."""
@@ -619,7 +653,7 @@ class LiveFleet:
             starts = [start for period in self.feed.frequencies[trip_id]
                       for start in range(period.start_s, period.end_s, max(1, period.headway_s))
                       if start <= s + early]
-            for start in sorted(starts, reverse=True)[:8]:
+            for start in sorted(starts, reverse=True):
                 key = instance_id(trip_id, start)
                 if (day, key) not in running and (day, key) != state.finished_key:
                     return self._make_run(key, day, True)
@@ -922,12 +956,19 @@ class LiveFleet:
         first = min(max(first, 0), len(run.route.stop_ids))
         made_at = state.last.t
         scheduled = run.arrival_t[first:]
-        delay = state.delay if state.delay is not None and math.isfinite(state.delay) else 0.0
+        if run.route.timed:
+            delay = state.delay if state.delay is not None and math.isfinite(state.delay) \
+                else 0.0
+        elif math.isfinite(state.dist):  # the nominal pace from where the vehicle is
+            delay = LiveFleet._delay(run, state, made_at, state.dist)
+        else:
+            delay = 0.0
         predicted = np.maximum.accumulate(np.maximum(scheduled + delay, made_at)) \
             if len(scheduled) else scheduled.copy()
         unknown = np.full(len(scheduled), np.nan)
         return StopForecast(run.key, first, predicted, unknown, unknown.copy(),
-                            scheduled.copy(), made_at, delay)
+                            scheduled.copy() if run.route.timed else unknown.copy(), made_at,
+                            delay if run.route.timed else 0.0)
 
     def vehicles(self, now: float | None = None) -> list[VehicleState]:
         """Every vehicle's latest state, for the vehicle positions feed.

@@ -16,6 +16,7 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pytest
 from google.transit import gtfs_realtime_pb2 as rt
 
@@ -295,3 +296,42 @@ def test_a_trip_with_no_prediction_is_not_published_without_stop_time_updates(ci
     assert len(message.entity) == 0
     assert validate_feed(message, city, now=now) == []
 
+
+
+# ============================================================ no times at all
+def untimed_feed(folder: Path) -> Feed:
+    """A BRT corridor of six stops 3 km apart whose stop_times.txt has no times (as
+    the Transjakarta feed): the simulator runs it every 30 minutes."""
+    stops = [["stop_id", "stop_name", "stop_lat", "stop_lon"]]
+    stops += [[f"H{i}", f"Halte {i}", -6.20 + 0.027 * i, 106.82] for i in range(6)]
+    stop_times = [["trip_id", "arrival_time", "departure_time", "stop_id", "stop_sequence"]]
+    stop_times += [["U1", "", "", f"H{i}", i + 1] for i in range(6)]
+    return read_feed(_write(folder, {
+        "agency": [["agency_id", "agency_name", "agency_url", "agency_timezone"],
+                   ["J", "BRT", "https://brt.example.id", "Asia/Jakarta"]],
+        "stops": stops,
+        "routes": [["route_id", "agency_id", "route_short_name", "route_long_name",
+                    "route_type"], ["1", "J", "1", "Corridor 1", 3]],
+        "trips": [["route_id", "service_id", "trip_id"], ["1", "D", "U1"]],
+        "stop_times": stop_times, "calendar": CALENDAR,
+    }), skip_invalid=True)
+
+
+def test_trips_without_times_are_followed_run_by_run(tmp_path):
+    feed = untimed_feed(tmp_path / "untimed")
+    assert not np.isfinite(feed.schedule("U1").arrival_s).any()
+    now = service_day_origin(DAY, "Asia/Jakarta") + 8 * 3600 + 600
+    fleet = replay(feed, now, window_s=1800)
+    updates, positions = assert_valid(fleet, now)
+    runs = [e.trip_update for e in updates.entity]
+    # several buses on the one trip: a trip update each, told apart by start_time
+    assert len(runs) >= 2 and {u.trip.trip_id for u in runs} == {"U1"}
+    assert len({u.trip.start_time for u in runs}) == len(runs)
+    assert len({u.vehicle.id for u in runs}) == len(runs)
+    for update in runs:
+        # predicted times, but no schedule to deviate from
+        assert not update.HasField("delay")
+        assert all(u.arrival.time and not u.arrival.HasField("delay")
+                   for u in update.stop_time_update)
+        times = [u.arrival.time for u in update.stop_time_update]
+        assert times == sorted(times) and times[0] >= update.timestamp
