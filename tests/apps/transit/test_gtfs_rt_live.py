@@ -335,3 +335,67 @@ def test_trips_without_times_are_followed_run_by_run(tmp_path):
                    for u in update.stop_time_update)
         times = [u.arrival.time for u in update.stop_time_update]
         assert times == sorted(times) and times[0] >= update.timestamp
+
+
+# ================================================================= the server
+def test_the_server_serves_predictions_and_drops_buses_silent_past_its_setting(tmp_path):
+    """The city feed imported into a server whose transit_vehicle_stale_s is 120 s:
+    fifteen minutes of pings through the ingest path, the feeds read over HTTP."""
+    from fastapi.testclient import TestClient
+
+    from cityos.apps.transit.entities import import_feed
+    from cityos.apps.transit.service import TransitService
+    from cityos.apps.transit.sim import ping_observation
+    from cityos.config import Settings
+    from cityos.core.store import open_store
+    from cityos.core.tenancy import create_key
+    from cityos.server import create_app
+
+    folder = tmp_path / "city"
+    feed = city_timepoint_feed(folder)
+    url = f"sqlite:///{tmp_path / 'city.db'}"
+    store = open_store(url)
+    import_feed(store, "salem", folder)
+    key = create_key(store, "salem", "operator")[0]
+    app = create_app(Settings(database_url=url, transit_vehicle_stale_s=120.0), store)
+    now = service_day_origin(DAY, "America/Los_Angeles") + 7 * 3600 + 900
+    pings = [p for p in simulate_day(feed, DAY).pings if now - 900 <= p.t <= now]
+    headers = {"Authorization": f"Bearer {key}", "NGSILD-Tenant": "salem"}
+    clock = {"now": now}
+    with TestClient(app) as client:
+        service = next(s for s in app.state.services if isinstance(s, TransitService))
+        service.clock = lambda: clock["now"]
+        body = [{**ping_observation(p), "id": f"urn:ngsi-ld:Vehicle:{p.vehicle_id}",
+                 "type": "Vehicle"} for p in pings]
+        assert client.post("/apps/ingest/observations", json=body,
+                           headers=headers).status_code == 204
+        assert service.wait_idle(60)
+        state = service.tenant("salem")
+        with state.lock:
+            state.fleet.flush()  # every ping placed, none held for reordering
+            last_t = max(v.t for v in state.fleet.vehicles())
+
+        def read(feed_name: str) -> rt.FeedMessage:
+            response = client.get(f"/apps/transit/gtfs-rt/{feed_name}", headers=headers)
+            assert response.status_code == 200
+            return rt.FeedMessage.FromString(response.content)
+
+        updates, positions = read("trip-updates"), read("vehicle-positions")
+        for message in (updates, positions):
+            assert validate_feed(message, feed, now=now, warnings=True, max_age_s=120) == []
+        assert stops_ahead_problems(updates, positions, feed) == []
+        assert updates.entity and all(e.trip_update.stop_time_update for e in updates.entity)
+        # the stop ahead of a bus lists it live
+        update = updates.entity[0].trip_update
+        stop = update.stop_time_update[0]
+        board = client.get(f"/apps/transit/stops/{stop.stop_id}/arrivals",
+                           headers=headers).json()["arrivals"]
+        assert any(r["live"] and r["vehicle_id"] == update.vehicle.id for r in board)
+
+        # two minutes after the last ping every bus is gone, the board back to the timetable
+        clock["now"] = last_t + 121
+        updates, positions = read("trip-updates"), read("vehicle-positions")
+        assert len(updates.entity) == 0 and len(positions.entity) == 0
+        board = client.get(f"/apps/transit/stops/{stop.stop_id}/arrivals",
+                           headers=headers).json()["arrivals"]
+        assert board and not any(r["live"] for r in board)
