@@ -567,6 +567,9 @@ class _Checker:
                              "is frequency-based (frequencies.txt)")
             if trip.HasField("start_time") and _START_TIME.match(trip.start_time):
                 self.frequency_start(where, trip, periods)
+        elif (trip.trip_id in self.feed.trips and trip.HasField("start_time") and not added
+              and _START_TIME.match(trip.start_time)):
+            self.scheduled_start(where, trip)
         static = self.feed.trips.get(trip.trip_id)
         if static is not None and trip.route_id and static.route_id != trip.route_id:
             self.add(None, f"{where}.route_id", f"trip {trip.trip_id!r} runs on route "
@@ -579,8 +582,7 @@ class _Checker:
     def frequency_start(self, where: str, trip: rt.TripDescriptor, periods) -> None:
         """A run of a frequency-based trip starts within one of its periods; with
         ``exact_times=1``, a whole number of headways after the period's start (E019)."""
-        h, m, sec = (int(x) for x in trip.start_time.split(":"))
-        start_s = h * 3600 + m * 60 + sec
+        start_s = _seconds(trip.start_time)
         inside = [p for p in periods if p.start_s <= start_s < p.end_s]
         if not inside:
             self.add(None, f"{where}.start_time", f"{trip.start_time} is outside every "
@@ -590,9 +592,29 @@ class _Checker:
                      f"of headways after the start of an exact_times=1 period of trip "
                      f"{trip.trip_id!r}")
 
-    def stop(self, where: str, stop_id: str) -> None:
-        if self.feed is not None and stop_id not in self.feed.stops:
+    def scheduled_start(self, where: str, trip: rt.TripDescriptor) -> None:
+        """A scheduled trip's start_time is its first arrival in stop_times.txt (E023),
+        where the feed gives one."""
+        try:
+            first = float(self.feed.schedule(trip.trip_id).arrival_s[0])
+        except (KeyError, IndexError):
+            return
+        if math.isfinite(first) and _seconds(trip.start_time) != int(round(first)):
+            from cityos.apps.transit.gtfs import format_time
+
+            self.add("E023", f"{where}.start_time", f"{trip.start_time} is not the first "
+                     f"arrival of trip {trip.trip_id!r} in stop_times.txt "
+                     f"({format_time(first)})")
+
+    def stop(self, where: str, stop_id: str, *, boarding: bool = False) -> None:
+        if self.feed is None:
+            return
+        stop = self.feed.stops.get(stop_id)
+        if stop is None:
             self.add("E011", where, f"stop_id {stop_id!r} is not in the static feed")
+        elif boarding and stop.location_type not in (0, None):
+            self.add("E015", where, f"stop_id {stop_id!r} has location_type "
+                     f"{stop.location_type}: a trip stops at a boarding stop (0)")
 
     # -------------------------------------------------------------------- entities
     def trip_update(self, where: str, update: rt.TripUpdate) -> None:
@@ -633,7 +655,7 @@ class _Checker:
                              "updates must be sorted by strictly increasing stop_sequence")
                 last_sequence = stop_update.stop_sequence
             if stop_update.stop_id:
-                self.stop(f"{here}.stop_id", stop_update.stop_id)
+                self.stop(f"{here}.stop_id", stop_update.stop_id, boarding=True)
             if stop_at is not None and has_sequence:
                 static_stop = stop_at.get(stop_update.stop_sequence)
                 if static_stop is None:
@@ -740,6 +762,11 @@ class _Checker:
                 self.add(None, where, "a language is translated twice")
 
 
+def _seconds(hms: str) -> int:
+    h, m, s = (int(x) for x in hms.split(":"))
+    return h * 3600 + m * 60 + s
+
+
 def _valid_date(value: str) -> bool:
     if not _START_DATE.match(value):
         return False
@@ -767,12 +794,13 @@ def validate_feed(message: rt.FeedMessage, feed: Feed | None = None, *,
     carrying exactly one of trip_update / vehicle / alert (...); trip descriptors
     (date and time formats, ids in the static feed, ``start_time`` and ``start_date``
     of a frequency-based trip's run, within its periods and on its headways where
-    ``exact_times=1``); at most one trip update per run of a trip; a stop time update
+    ``exact_times=1``; a scheduled trip's ``start_time`` its first arrival); at most one
+    trip update per run of a trip; a stop time update
     for every trip that is not ``CANCELED``, sorted by strictly increasing
     ``stop_sequence``, naming a stop, with an arrival or departure that has a time or
     delay and no negative uncertainty, departure not before arrival, times not
-    decreasing along the trip, stop ids in the static feed and matching its stop
-    sequence; vehicle position ranges and unique vehicle ids; alerts with informed
+    decreasing along the trip, stop ids of boarding stops in the static feed and
+    matching its stop sequence; vehicle position ranges and unique vehicle ids; alerts with informed
     entities, a header text and well-formed translations.
 
     Parameters

@@ -155,7 +155,7 @@ class _Run:
     shift_s: float  # instance start minus template departure
     arrival_t: np.ndarray  # POSIX seconds, per stop
     departure_t: np.ndarray
-    start_time: str  # HH:MM:SS of the first departure
+    start_time: str  # HH:MM:SS: a frequency run's first departure, else the first arrival
     device_named: bool
 
 
@@ -539,9 +539,10 @@ class LiveFleet:
             return None
         shift = 0.0 if start is None else float(start) - float(route.departure_s[0])
         origin = self._origin(day)
+        # a scheduled trip starts at its first arrival (as GTFS-realtime's start_time)
         return _Run(key, route, day, origin, shift, origin + shift + route.arrival_s,
                     origin + shift + route.departure_s,
-                    _hms(route.departure_s[0] + shift), device_named)
+                    _hms(route.arrival_s[0] if start is None else start), device_named)
 
     def _named_run(self, state: _Vehicle, ping: Ping) -> _Run | None:
         """The run of the (non frequency-based) trip a device names, on the service

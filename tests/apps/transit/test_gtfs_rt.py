@@ -424,3 +424,20 @@ def test_stops_ahead_needs_a_trip_update_for_each_stop_ahead_of_each_vehicle():
     gone = vehicle_positions_feed([], NOW)
     assert stops_ahead_problems(updates, gone, feed) == [
         "entity[0] trip_update: vehicle 'BUS7' is not in the vehicle positions"]
+
+
+def test_validator_wants_a_scheduled_start_time_at_the_first_arrival_and_boarding_stops():
+    from dataclasses import replace as _replace
+
+    late_start = _one_update("T1", start_time="08:00:30", start_date="20231114")
+    assert validate_feed(late_start, small_feed(), now=NOW) == [
+        "E023 entity[0] 'T1' trip_update.trip.start_time: 08:00:30 is not the first arrival "
+        "of trip 'T1' in stop_times.txt (08:00:00)"]
+    on_time = _one_update("T1", start_time="08:00:00", start_date="20231114")
+    assert validate_feed(on_time, small_feed(), now=NOW) == []
+    feed = small_feed()
+    station = _replace(feed, stops={**feed.stops, "B": _replace(feed.stops["B"],
+                                                                location_type=1)})
+    assert validate_feed(on_time, station, now=NOW) == [
+        "E015 entity[0] 'T1' trip_update.stop_time_update[0].stop_id: stop_id 'B' has "
+        "location_type 1: a trip stops at a boarding stop (0)"]

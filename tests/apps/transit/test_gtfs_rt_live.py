@@ -53,14 +53,17 @@ def _write(folder: Path, tables: dict[str, list[list]]) -> Path:
 
 
 def long_distance_feed(folder: Path) -> Feed:
-    """Five towns about 80 km apart: an overnight trip 20:00-28:30 whose middle stop
-    has no time, and a daytime trip run hourly from one frequencies.txt row."""
+    """Five towns about 80 km apart: an overnight trip 20:00-28:30 (boarding from
+    19:45) whose middle stop has no time, and a daytime trip run hourly from one
+    frequencies.txt row."""
     stops = [["stop_id", "stop_name", "stop_lat", "stop_lon"]]
     stops += [[f"S{i}", f"Town {i}", 17.97 + 0.7 * i, 102.60 + 0.1 * i] for i in range(5)]
     stop_times = [["trip_id", "arrival_time", "departure_time", "stop_id", "stop_sequence",
                    "timepoint"]]
     night = ["20:00:00", "22:10:00", "", "26:20:00", "28:30:00"]
-    stop_times += [["NIGHT", t, t, f"S{i}", i + 1, 1 if t else 0] for i, t in enumerate(night)]
+    boarding = ["19:45:00"] + night[1:]  # boarding starts before the departure
+    stop_times += [["NIGHT", a, d, f"S{i}", i + 1, 1 if d else 0]
+                   for i, (a, d) in enumerate(zip(boarding, night, strict=True))]
     day = ["06:00:00", "08:10:00", "10:15:00", "12:20:00", "14:30:00"]
     stop_times += [["DAY", t, t, f"S{i}", i + 1, 1] for i, t in enumerate(day)]
     return read_feed(_write(folder, {
@@ -157,7 +160,7 @@ def test_long_distance_runs_predict_every_stop_ahead(long_distance, clock_s):
     assert len(positions.entity) >= 2 and len(updates.entity) == len(positions.entity)
     runs = {(e.trip_update.trip.trip_id, e.trip_update.trip.start_time) for e in updates.entity}
     if clock_s >= 23 * 3600:  # the overnight trip is under way (on its own service day)
-        assert ("NIGHT", "20:00:00") in runs
+        assert ("NIGHT", "19:45:00") in runs  # start_time: the first arrival (E023)
         night = next(e.trip_update for e in updates.entity
                      if e.trip_update.trip.trip_id == "NIGHT")
         assert night.trip.start_date == "20250305"
