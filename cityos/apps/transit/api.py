@@ -573,12 +573,14 @@ def status(caller: Caller = Depends(require("viewer")),
            service: TransitService = Depends(get_service)) -> Response:
     """The tenant's live service: feed, predictor, vehicles, pings, arrivals."""
     state = _tenant(service, caller)
+    now = service.clock()
     with state.lock:
         feed = {k: state.feed_document.get(k) for k in ("importedAt", "counts", "warnings",
                                                           "demo")}
         body = {"feed": feed, "timezone": state.timezone,
                 "predictor_trained": state.predictor_trained,
-                "vehicles": len(list(state.fleet.vehicles())),
+                # those in the vehicle positions feed (not silent for stale_s)
+                "vehicles": len(state.fleet.vehicles(now)),
                 "pings_processed": state.pings_processed,
                 "pings_invalid": state.pings_invalid,
                 "rejected": getattr(state.fleet, "rejected", {}),

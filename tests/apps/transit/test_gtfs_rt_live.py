@@ -388,6 +388,8 @@ def test_the_server_serves_predictions_and_drops_buses_silent_past_its_setting(t
             assert validate_feed(message, feed, now=now, warnings=True, max_age_s=120) == []
         assert stops_ahead_problems(updates, positions, feed) == []
         assert updates.entity and all(e.trip_update.stop_time_update for e in updates.entity)
+        status = client.get("/apps/transit/status", headers=headers).json()
+        assert status["vehicles"] == len(positions.entity)
         # the stop ahead of a bus lists it live
         update = updates.entity[0].trip_update
         stop = update.stop_time_update[0]
@@ -399,6 +401,7 @@ def test_the_server_serves_predictions_and_drops_buses_silent_past_its_setting(t
         clock["now"] = last_t + 121
         updates, positions = read("trip-updates"), read("vehicle-positions")
         assert len(updates.entity) == 0 and len(positions.entity) == 0
+        assert client.get("/apps/transit/status", headers=headers).json()["vehicles"] == 0
         board = client.get(f"/apps/transit/stops/{stop.stop_id}/arrivals",
                            headers=headers).json()["arrivals"]
         assert board and not any(r["live"] for r in board)
