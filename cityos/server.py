@@ -283,9 +283,10 @@ def create_app(settings: Settings | None = None, store: ContextStore | None = No
     app.add_exception_handler(Exception, _unexpected_error)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
 
-    from cityos.core.ngsi_ld import api, temporal_api
+    from cityos.core.ngsi_ld import api, consumption_api, temporal_api
 
     app.include_router(api.router, prefix=NGSI_LD_PREFIX)
+    app.include_router(consumption_api.router, prefix=NGSI_LD_PREFIX)
     app.include_router(temporal_api.router, prefix=NGSI_LD_PREFIX)
     for module_name, prefix in OPTIONAL_ROUTERS:
         module = _optional(module_name)

@@ -152,7 +152,7 @@ def _normalise_instance(name: str, value: Any, where: str) -> dict:
         if kind == "GeoProperty" or name in GEO_ATTRIBUTE_NAMES:
             from cityos.core.geo import validate_geometry
 
-            validate_geometry(value["value"], field=f"{where}{name}")
+            validate_geometry(value["value"], field=f"{where}{name}", simple=False)
             out["type"] = "GeoProperty"
     if "observedAt" in value:
         out["observedAt"] = canonical_datetime(value["observedAt"],

@@ -65,7 +65,8 @@ _DISTANCE = re.compile(r"(maxDistance|minDistance)\s*==\s*(\S+)")
 
 
 # ------------------------------------------------------------------- validation
-def validate_geometry(value: Any, field: str = "geometry") -> BaseGeometry:
+def validate_geometry(value: Any, field: str = "geometry", *,
+                      simple: bool = True) -> BaseGeometry:
     """Check a GeoJSON geometry and return it as a Shapely geometry.
 
     Parameters
@@ -75,6 +76,10 @@ def validate_geometry(value: Any, field: str = "geometry") -> BaseGeometry:
         Polygon or MultiPolygon, in WGS84 longitude/latitude.
     field : str
         Name reported in errors (e.g. ``location`` or ``entity 3: location``).
+    simple : bool
+        Also require OGC validity (no self-intersection). RFC 7946 does not, so an
+        entity's GeoProperty and a query geometry are checked with ``simple=False``
+        (NGSI-LD takes what GeoJSON allows); predicates then use the repaired form.
 
     Returns
     -------
@@ -98,10 +103,11 @@ def validate_geometry(value: Any, field: str = "geometry") -> BaseGeometry:
                              f"{', '.join(GEOMETRY_TYPES)}")
     if "coordinates" not in value:
         raise BadRequestData(f"{field}: a {kind} needs 'coordinates'")
-    return _build(kind, value["coordinates"], field, f"{field}.coordinates")
+    return _build(kind, value["coordinates"], field, f"{field}.coordinates", simple)
 
 
-def _build(kind: str, coords: Any, field: str, where: str) -> BaseGeometry:
+def _build(kind: str, coords: Any, field: str, where: str,
+           simple: bool = True) -> BaseGeometry:
     if kind == "Point":
         return Point(_position(coords, where))
     if kind == "MultiPoint":
@@ -116,7 +122,7 @@ def _build(kind: str, coords: Any, field: str, where: str) -> BaseGeometry:
     else:
         geom = MultiPolygon([_polygon(poly, f"{where}[{i}]")
                              for i, poly in enumerate(_array(coords, where, 1))])
-    if not geom.is_valid:
+    if simple and not geom.is_valid:
         raise BadRequestData(f"{field}: the {kind} is not valid: {explain_validity(geom)}")
     return geom
 
@@ -386,6 +392,9 @@ def parse_geo_query(georel: str, geometry: str, coordinates: str | list,
     geoproperty : str, optional
         The entity's GeoProperty to test; ``location`` by default.
 
+    A self-intersecting Polygon is valid GeoJSON (RFC 7946): it is accepted and
+    evaluated as its repaired (``make_valid``) form.
+
     Raises
     ------
     BadRequestData
@@ -432,7 +441,9 @@ def parse_geo_query(georel: str, geometry: str, coordinates: str | list,
                                  f"such as [8.54,47.37]") from None
     if not isinstance(coordinates, (list, tuple)):
         raise BadRequestData(f"coordinates: expected a JSON array, got {_shown(coordinates)}")
-    shape_ = _build(geometry, coordinates, "coordinates", "coordinates")
+    shape_ = _build(geometry, coordinates, "coordinates", "coordinates", simple=False)
+    if not shape_.is_valid:  # valid GeoJSON, not a simple feature: repaired for predicates
+        shape_ = shapely.make_valid(shape_)
     if geoproperty is None:
         geoproperty = "location"
     if not isinstance(geoproperty, str) or not geoproperty.strip():
@@ -454,7 +465,10 @@ def _entity_geometries(entity: dict, name: str) -> list[BaseGeometry]:
                 x, y = value["coordinates"][:2]
                 out.append(Point(float(x), float(y)))
             else:
-                out.append(shape(value))
+                geom = shape(value)
+                # stored as GeoJSON allows it (possibly self-intersecting): repaired for
+                # the predicates, which need a valid geometry
+                out.append(geom if geom.is_valid else shapely.make_valid(geom))
         except (KeyError, TypeError, ValueError, AttributeError, IndexError,
                 shapely.errors.ShapelyError):
             continue  # stored data was validated on write; never fail a query on it

@@ -1,7 +1,8 @@
 """The NGSI-LD entity API (ETSI GS CIM 009 v1.6 shapes), thin over the ContextStore.
 
-Entities, attributes, batch operations, ``POST /entityOperations/query``, ``/types`` and
-``/attributes``, mounted under ``/ngsi-ld/v1``. Each route checks its parameters (so
+Entities, attributes, batch operations, ``/types`` and ``/attributes``, mounted under
+``/ngsi-ld/v1`` (the consumption operations on entities, retrieve and query, are in
+:mod:`cityos.core.ngsi_ld.consumption_api`). Each route checks its parameters (so
 bad input comes back as a 400 naming the parameter before the store is touched),
 renames names between the client's ``@context`` and the stored canonical names
 (:mod:`cityos.core.ngsi_ld.context`), calls one store method and renders the result as
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -27,26 +27,22 @@ from cityos.core.entities import (
     entity_types,
     is_uri,
     normalise_entity,
-    to_key_values,
 )
 from cityos.core.errors import BadRequestData, ResourceNotFound, TooManyResults
+from cityos.core.ngsi_ld import query_params as qp
 from cityos.core.ngsi_ld.context import (
-    GEO_JSON,
     JSON_LD,
     LdBody,
     LdContext,
-    accept_geojson,
     accept_json,
     canonical_entity,
     canonical_fragment,
     canonical_q,
-    compact_entity,
     link_context,
     read_body,
 )
-from cityos.core.store.base import EntityQuery, StoredEntity, UpdateResult
-from cityos.core.tenancy import Caller, get_app_settings, get_store, require
-from cityos.core.timefmt import format_datetime, from_micros
+from cityos.core.store.base import UpdateResult
+from cityos.core.tenancy import Caller, get_store, require
 
 router = APIRouter(tags=["NGSI-LD"])
 
@@ -55,9 +51,6 @@ MAX_BATCH_ENTITIES = 1000
 RESULTS_COUNT_HEADER = "NGSILD-Results-Count"
 ENTITIES_PATH = "/ngsi-ld/v1/entities/"
 
-_QUERY_OPTIONS = ("keyValues", "sysAttrs", "count", "normalized")
-_ENTITY_OPTIONS = ("keyValues", "sysAttrs", "normalized")
-_FORMATS = ("normalized", "keyValues", "simplified")
 
 
 # ==================================================================== parameters
@@ -98,13 +91,6 @@ def parse_options(text: str | None, allowed: tuple[str, ...]) -> set[str]:
         if option not in allowed:
             raise BadRequestData(f"options: {option!r} is not one of {', '.join(allowed)}")
     return options
-
-
-def wants_key_values(options: set[str], format_: str | None) -> bool:
-    """True when ``options=keyValues`` or ``format=simplified|keyValues`` is asked."""
-    if format_ is not None and format_ not in _FORMATS:
-        raise BadRequestData(f"format: {format_!r} is not one of {', '.join(_FORMATS)}")
-    return "keyValues" in options or format_ in ("keyValues", "simplified")
 
 
 def page_params(settings, limit: str | None, offset: str | None,
@@ -218,60 +204,6 @@ def geo_query(georel: str | None, geometry: str | None, coordinates: Any,
 
 
 # ===================================================================== rendering
-@dataclass
-class View:
-    """How entities go out: media type, context, keyValues, sysAttrs, projection."""
-
-    media: str
-    context: LdContext
-    key_values: bool = False
-    sys_attrs: bool = False
-    attrs: list[str] | None = None
-    geometry_property: str = "location"
-
-    def entity(self, record: StoredEntity) -> dict:
-        """One entity in the asked-for representation, names compacted."""
-        entity = record.entity
-        if self.attrs is not None:
-            wanted = set(self.attrs)
-            entity = {k: v for k, v in entity.items() if k in RESERVED_KEYS or k in wanted}
-        out = to_key_values(entity) if self.key_values else dict(entity)
-        if self.sys_attrs:
-            out["createdAt"] = format_datetime(from_micros(record.created_us))
-            out["modifiedAt"] = format_datetime(from_micros(record.modified_us))
-        return compact_entity(out, self.context)
-
-    def feature(self, record: StoredEntity) -> dict:
-        """One entity as a GeoJSON Feature (geometry from ``geometry_property``)."""
-        geometry = None
-        attr = record.entity.get(self.geometry_property)
-        if attr is not None:
-            first = attribute_instances(attr)[0]
-            if first.get("type") == "GeoProperty":
-                geometry = first.get("value")
-        properties = self.entity(record)
-        properties.pop("id", None)
-        return {"id": record.id, "type": "Feature", "geometry": geometry,
-                "properties": properties}
-
-    def one(self, record: StoredEntity, status: int = 200,
-            headers: dict | None = None) -> Response:
-        """The response for one entity."""
-        if self.media == GEO_JSON:
-            return respond(self.feature(record), self.media, self.context, status, headers)
-        return respond(self.entity(record), self.media, self.context, status, headers)
-
-    def many(self, records: list[StoredEntity], status: int = 200,
-             headers: dict | None = None) -> Response:
-        """The response for a list of entities."""
-        if self.media == GEO_JSON:
-            collection = {"type": "FeatureCollection",
-                          "features": [self.feature(r) for r in records]}
-            return respond(collection, self.media, self.context, status, headers)
-        return respond([self.entity(r) for r in records], self.media, self.context, status,
-                       headers)
-
-
 def respond(content: Any, media: str, context: LdContext, status: int = 200,
             headers: dict | None = None) -> Response:
     """A JSON / JSON-LD / GeoJSON response carrying the request's context.
@@ -331,59 +263,6 @@ def create_entity(caller: Caller = Depends(require("operator")), store=Depends(g
     entity = normalise_entity(canonical_entity(body.data, body.context))
     store.create_entity(caller.tenant, entity)
     return Response(status_code=201, headers={"Location": location_of(entity["id"])})
-
-
-@router.get("/entities")
-def query_entities(
-    caller: Caller = Depends(require("viewer")), store=Depends(get_store),
-    settings=Depends(get_app_settings), context: LdContext = Depends(link_context),
-    media: str = Depends(accept_geojson), type: str | None = None,  # noqa: A002
-    id: str | None = None, idPattern: str | None = None,  # noqa: A002, N803
-    attrs: str | None = None, q: str | None = None, georel: str | None = None,
-    geometry: str | None = None, coordinates: str | None = None,
-    geoproperty: str | None = None, geometryProperty: str | None = None,  # noqa: N803
-    options: str | None = None, format: str | None = None,  # noqa: A002
-    limit: str | None = None, offset: str | None = None, count: str | None = None,
-) -> Response:
-    """Query entities by type, id, idPattern, attrs, q and geo-query, one page."""
-    chosen = parse_options(options, _QUERY_OPTIONS)
-    counting = "count" in chosen or bool_param(count, "count")
-    page, start = page_params(settings, limit, offset, counting)
-    query = EntityQuery(
-        types=type_names(type, context), ids=entity_ids(id), id_pattern=id_pattern(idPattern),
-        q=q_expression(q, context, settings),
-        geo=geo_query(georel, geometry, coordinates, geoproperty, context),
-        attrs=attr_names(attrs, context), limit=page, offset=start, count=counting)
-    if not (query.types or query.ids or query.id_pattern or query.attrs
-            or query.q is not None or query.geo is not None):
-        raise BadRequestData("a query needs at least one of type, id, idPattern, attrs, q "
-                             "or georel")
-    result = store.query_entities(caller.tenant, query)
-    view = View(media, context, wants_key_values(chosen, format), "sysAttrs" in chosen,
-                query.attrs, context.to_canonical(geometryProperty or "location"))
-    headers = {RESULTS_COUNT_HEADER: str(result.count)} if counting else None
-    return view.many(result.entities, headers=headers)
-
-
-@router.get("/entities/{entity_id}")
-def retrieve_entity(
-    entity_id: str, caller: Caller = Depends(require("viewer")), store=Depends(get_store),
-    context: LdContext = Depends(link_context), media: str = Depends(accept_geojson),
-    attrs: str | None = None, type: str | None = None,  # noqa: A002
-    options: str | None = None, format: str | None = None,  # noqa: A002
-    geometryProperty: str | None = None,  # noqa: N803
-) -> Response:
-    """One entity, optionally projected on ``attrs``; 404 when it does not exist."""
-    chosen = parse_options(options, _ENTITY_OPTIONS)
-    key_values = wants_key_values(chosen, format)
-    wanted_types = type_names(type, context)
-    record = store.get_record(caller.tenant, entity_id)
-    if wanted_types and not set(wanted_types) & set(entity_types(record.entity)):
-        raise ResourceNotFound(f"entity {entity_id} has none of the types "
-                               f"{', '.join(wanted_types)}")
-    view = View(media, context, key_values, "sysAttrs" in chosen, attr_names(attrs, context),
-                context.to_canonical(geometryProperty or "location"))
-    return view.one(record)
 
 
 @router.delete("/entities/{entity_id}", status_code=204)
@@ -543,103 +422,14 @@ def batch_delete(caller: Caller = Depends(require("operator")), store=Depends(ge
     return _batch_response(result, created=[])
 
 
-@router.post("/entityOperations/query")
-def batch_query(caller: Caller = Depends(require("viewer")), store=Depends(get_store),
-                settings=Depends(get_app_settings), body: LdBody = Depends(read_body),
-                media: str = Depends(accept_json), options: str | None = None,
-                format: str | None = None,  # noqa: A002
-                limit: str | None = None, offset: str | None = None,
-                count: str | None = None) -> Response:
-    """Query entities with a Query object in the body (``entities``, ``attrs``, ``q``,
-    ``geoQ``); ``limit``, ``offset`` and ``count`` are URL parameters."""
-    context = body.context
-    data = body.data
-    if not isinstance(data, dict) or data.get("type") != "Query":
-        raise BadRequestData("type: the body must be a Query object ({\"type\": \"Query\", "
-                             "...})")
-    chosen = parse_options(options, _QUERY_OPTIONS)
-    counting = "count" in chosen or bool_param(count, "count")
-    page, start = page_params(settings, limit, offset, counting)
-    geo = data.get("geoQ")
-    if geo is not None and not isinstance(geo, dict):
-        raise BadRequestData("geoQ: must be an object with georel, geometry and coordinates")
-    geo = geo or {}
-    base = EntityQuery(
-        q=q_expression(data.get("q"), context, settings),
-        geo=geo_query(geo.get("georel"), geo.get("geometry"), geo.get("coordinates"),
-                      geo.get("geoproperty"), context, "geoQ."),
-        attrs=attr_names(data.get("attrs"), context), limit=page, offset=start,
-        count=counting)
-    selectors = _selectors(data.get("entities"), context)
-    if not (selectors or base.attrs or base.q is not None or base.geo is not None):
-        raise BadRequestData("a Query needs at least one of entities, attrs, q or geoQ")
-    records, total = _run_selectors(store, caller.tenant, base, selectors)
-    view = View(media, context, wants_key_values(chosen, format), "sysAttrs" in chosen,
-                base.attrs)
-    headers = {RESULTS_COUNT_HEADER: str(total)} if counting else None
-    return view.many(records, headers=headers)
-
-
-def _selectors(entities: Any, context: LdContext) -> list[dict]:
-    if entities is None:
-        return []
-    if not isinstance(entities, list):
-        raise BadRequestData("entities: must be an array of {type, id, idPattern}")
-    selectors = []
-    for index, item in enumerate(entities):
-        where = f"entities[{index}]."
-        if not isinstance(item, dict):
-            raise BadRequestData(f"entities[{index}]: must be an object")
-        types = item.get("type")
-        if types is not None and not isinstance(types, str):
-            raise BadRequestData(f"{where}type: must be a string")
-        entity_id = item.get("id")
-        if entity_id is not None and not is_uri(entity_id):
-            raise BadRequestData(f"{where}id: {entity_id!r} is not a URI")
-        selectors.append({
-            "types": type_names(types, context) if types is not None else None,
-            "ids": [entity_id] if entity_id is not None else None,
-            "id_pattern": id_pattern(item.get("idPattern"), f"{where}idPattern")})
-    return selectors
-
-
-def _run_selectors(store, tenant: str, base: EntityQuery,
-                   selectors: list[dict]) -> tuple[list[StoredEntity], int | None]:
-    """Run a query whose entity selectors are OR-ed; one store query when they merge."""
-    if len(selectors) <= 1 or all(s["ids"] is None and s["id_pattern"] is None
-                                  for s in selectors):
-        if selectors:
-            base.types = sorted({t for s in selectors for t in (s["types"] or [])}) or None
-            if len(selectors) == 1:
-                base.ids, base.id_pattern = selectors[0]["ids"], selectors[0]["id_pattern"]
-            elif any(s["types"] is None for s in selectors):
-                base.types = None  # one selector without a type matches every type
-        result = store.query_entities(tenant, base)
-        return result.entities, result.count
-    # Different selector shapes: run each up to the end of the page, merge by id.
-    merged: dict[str, StoredEntity] = {}
-    total = 0
-    for selector in selectors:
-        query = EntityQuery(types=selector["types"], ids=selector["ids"],
-                            id_pattern=selector["id_pattern"], q=base.q, geo=base.geo,
-                            attrs=base.attrs, limit=base.offset + base.limit, offset=0,
-                            count=base.count)
-        result = store.query_entities(tenant, query)
-        total += result.count or 0
-        for record in result.entities:
-            merged.setdefault(record.id, record)
-    ordered = [merged[k] for k in sorted(merged)]
-    page = ordered[base.offset:base.offset + base.limit]
-    # Overlapping selectors count an entity once each; exact when they are disjoint.
-    return page, (max(total, len(merged)) if base.count else None)
-
-
 # ============================================================ types, attributes
 def _list_id(kind: str) -> str:
     return f"urn:ngsi-ld:{kind}:{uuid.uuid4()}"
 
 
-@router.get("/types")
+@router.get("/types", dependencies=[Depends(qp.defined_params(qp.TYPES_PARAMS))])
+@router.get("/types/", dependencies=[Depends(qp.defined_params(qp.TYPES_PARAMS))],
+            include_in_schema=False)  # before /types/{type_name:path}, which takes ""
 def list_types(caller: Caller = Depends(require("viewer")), store=Depends(get_store),
                context: LdContext = Depends(link_context), media: str = Depends(accept_json),
                details: str | None = None) -> Response:
@@ -659,7 +449,8 @@ def list_types(caller: Caller = Depends(require("viewer")), store=Depends(get_st
     return respond(content, media, context)
 
 
-@router.get("/types/{type_name}")
+@router.get("/types/{type_name:path}",
+            dependencies=[Depends(qp.defined_params(qp.TYPE_INFO_PARAMS))])
 def type_info(type_name: str, caller: Caller = Depends(require("viewer")),
               store=Depends(get_store), context: LdContext = Depends(link_context),
               media: str = Depends(accept_json)) -> Response:
@@ -702,7 +493,10 @@ def _attribute(name: str, info: dict, context: LdContext, full: bool) -> dict:
     return out
 
 
-@router.get("/attributes")
+@router.get("/attributes",
+            dependencies=[Depends(qp.defined_params(qp.ATTRIBUTES_PARAMS))])
+@router.get("/attributes/", dependencies=[Depends(qp.defined_params(qp.ATTRIBUTES_PARAMS))],
+            include_in_schema=False)  # before /attributes/{attr_id:path}, which takes ""
 def list_attributes(caller: Caller = Depends(require("viewer")), store=Depends(get_store),
                     context: LdContext = Depends(link_context),
                     media: str = Depends(accept_json), details: str | None = None) -> Response:
@@ -717,7 +511,8 @@ def list_attributes(caller: Caller = Depends(require("viewer")), store=Depends(g
     return respond(content, media, context)
 
 
-@router.get("/attributes/{attr_id}")
+@router.get("/attributes/{attr_id:path}",
+            dependencies=[Depends(qp.defined_params(qp.ATTRIBUTE_INFO_PARAMS))])
 def attribute_info(attr_id: str, caller: Caller = Depends(require("viewer")),
                    store=Depends(get_store), context: LdContext = Depends(link_context),
                    media: str = Depends(accept_json)) -> Response:

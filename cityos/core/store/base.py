@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -77,7 +77,9 @@ class EntityQuery:
     """A query over current entities (``GET /entities``).
 
     ``q`` and ``geo`` are parsed objects from :mod:`cityos.core.ngsi_ld.qlang` and
-    :mod:`cityos.core.geo`, or strings that the store parses.
+    :mod:`cityos.core.geo`, or strings that the store parses. ``where`` is one more
+    predicate on the record (type expressions, scope queries); ``order`` a sort key of
+    the records, applied to all matches before the page is cut.
     """
 
     types: list[str] | None = None
@@ -89,6 +91,8 @@ class EntityQuery:
     limit: int = 20
     offset: int = 0
     count: bool = False
+    where: Callable[[StoredEntity], bool] | None = None
+    order: Callable[[list[StoredEntity]], list[StoredEntity]] | None = None
 
 
 @dataclass
@@ -374,19 +378,27 @@ class ContextStore(ABC):
         for record in self.scan(tenant, types=query.types, ids=query.ids,
                                 id_pattern=query.id_pattern, bbox=bbox):
             entity = record.entity
-            if pattern and not pattern.fullmatch(entity["id"]):
-                continue
+            if pattern and not pattern.search(entity["id"]):
+                continue  # a regular expression matched anywhere in the id, as in ECMA
             if geo is not None and not geo_matches(geo, entity):
                 continue
             if q is not None and not q_matches(q, entity):
                 continue
             if query.attrs and not any(name in entity for name in query.attrs):
                 continue  # NGSI-LD: attrs also selects entities having one of them
+            if query.where is not None and not query.where(record):
+                continue
+            if query.order is not None:
+                page.append(record)  # all of them: sorted and cut below
+                continue
             if query.offset <= total < stop_at:
                 page.append(record)
             total += 1
             if total >= stop_at and not query.count:
                 break
+        if query.order is not None:
+            total = len(page)
+            page = query.order(page)[query.offset:stop_at]
         return QueryResult(page, total if query.count else None)
 
     def entity_types_summary(self, tenant: str) -> dict[str, dict]:

@@ -89,7 +89,8 @@ def test_reads_of_another_tenant_see_nothing(city, two_tenants):
         "georel": "near;maxDistance==1000", "geometry": "Point",
         "coordinates": "[8.54,47.37]"})
     assert near.json() == []
-    by_id = city.get(f"{API}/entities", params={"id": NORTH_BUS}, headers=south)
+    by_id = city.get(f"{API}/entities", params={"id": NORTH_BUS, "type": "Vehicle"},
+                     headers=south)
     assert by_id.json() == []
     body = problem(city.get(f"{API}/entities/{NORTH_BUS}", headers=south), 404,
                    "ResourceNotFound")

@@ -128,7 +128,7 @@ def test_query_with_a_query_object(client):
     assert [e["id"] for e in client.post(f"{OPS}/query", json=near).json()] == ids(2)
 
     by_id = {"type": "Query", "entities": [{"id": ids(1)[0], "type": "Vehicle"},
-                                           {"idPattern": ".*:3$"}]}
+                                           {"type": "Vehicle", "idPattern": ".*:3$"}]}
     assert [e["id"] for e in client.post(f"{OPS}/query", json=by_id).json()] == ids(1, 3)
     paged = client.post(f"{OPS}/query", json=query, params={"limit": 1, "offset": 1})
     assert [e["id"] for e in paged.json()] == ids(3)
@@ -143,7 +143,8 @@ def test_query_object_errors(client):
         400, "BadRequestData")
     assert body["detail"].startswith("geoQ.georel: 'nearby' is not one of")
     body = problem(client.post(f"{OPS}/query", json={"type": "Query",
-                                                     "entities": [{"id": "not a uri"}]}),
+                                                     "entities": [{"type": "Vehicle",
+                                                                   "id": "not a uri"}]}),
                    400, "BadRequestData")
     assert body["detail"] == "entities[0].id: 'not a uri' is not a URI"
     problem(client.post(f"{OPS}/query", json={"type": "Query"}), 400, "BadRequestData")

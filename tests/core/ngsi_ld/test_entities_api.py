@@ -63,8 +63,8 @@ def test_key_values_and_simplified_format(client):
                 "location": {"type": "Point", "coordinates": [8.54, 47.37]}}
     assert client.get(f"{API}/entities/{BUS}", params={"options": "keyValues"}).json() == expected
     assert client.get(f"{API}/entities/{BUS}", params={"format": "simplified"}).json() == expected
-    problem(client.get(f"{API}/entities/{BUS}", params={"options": "concise"}), 400,
-            "BadRequestData")
+    problem(client.get(f"{API}/entities/{BUS}", params={"options": "compact"}), 400,
+            "InvalidRequest")
 
 
 def test_retrieve_projects_attrs_and_checks_type(client):

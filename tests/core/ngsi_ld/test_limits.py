@@ -136,10 +136,8 @@ BAD_GEOMETRIES = {
     "unclosed-ring": ({"type": "Polygon",
                        "coordinates": [[[8.5, 47.3], [8.6, 47.3], [8.6, 47.4], [8.5, 47.4]]]},
                       "[0]: the polygon ring is not closed"),
-    "self-intersecting": ({"type": "Polygon",
-                           "coordinates": [[[8.5, 47.3], [8.6, 47.4], [8.6, 47.3],
-                                            [8.5, 47.4], [8.5, 47.3]]]},
-                          "the Polygon is not valid: Self-intersection"),
+    # a self-intersecting Polygon is valid GeoJSON (RFC 7946) and is stored: see
+    # test_consumption_api.py::test_a_self_intersecting_polygon_is_stored_and_queried
     "longitude-out-of-range": ({"type": "Point", "coordinates": [200.0, 47.3]},
                                "longitude 200.0 is outside [-180, 180]"),
     "latitude-out-of-range": ({"type": "Point", "coordinates": [8.5, -91]},
