@@ -896,8 +896,9 @@ def stops_ahead_problems(trip_updates: rt.FeedMessage, vehicle_positions: rt.Fee
     position naming a trip (and not standing at its last stop) needs the trip update
     with the same ``vehicle.id`` and ``trip_id``, whose stop time updates are the
     trip's stops (``stop_sequence`` as in ``stop_times.txt``) from the one the vehicle
-    is at or heading for (or the next one) to the last, each with a ``time`` not
-    before the vehicle's report; a trip update names a vehicle the positions have.
+    is heading for (the one after the stop it stands at) to the last, each with a
+    ``time`` not before the vehicle's report; a trip update names a vehicle the
+    positions have.
 
     Parameters
     ----------
@@ -936,7 +937,7 @@ def stops_ahead_problems(trip_updates: rt.FeedMessage, vehicle_positions: rt.Fee
         standing = position.current_status == rt.VehiclePosition.STOPPED_AT
         if standing and i == len(sequence) - 1:
             continue  # its trip is over
-        first = (i + 1,) if standing else (i, i + 1)
+        first = i + 1 if standing else i
         updates = [(k, u) for k, u in by_vehicle.get(vehicle_id, ()) if u.trip.trip_id == trip_id
                    and (not position.trip.start_time
                         or u.trip.start_time == position.trip.start_time)]
@@ -945,7 +946,7 @@ def stops_ahead_problems(trip_updates: rt.FeedMessage, vehicle_positions: rt.Fee
             continue
         k, update = updates[0]
         got = [u.stop_sequence for u in update.stop_time_update]
-        if not any(got == sequence[j:] for j in first if j < len(sequence)):
+        if got != sequence[first:]:
             problems.append(f"entity[{k}] trip_update: stop_sequences {got} are not the "
                             f"stops ahead of {where} at {current} "
                             f"({'standing' if standing else 'on its way'}): {sequence[i:]}")

@@ -946,15 +946,46 @@ class LiveFleet:
             entry = self._forecasts.get(run.key)
             if entry is None or entry[1] != state.vehicle_id or entry[2] is not run:
                 entry = (self._timetable_forecast(state, run), state.vehicle_id, run)
+            elif entry[0].first != self._first_ahead(state, run):
+                entry = (self._aligned(entry[0], state, run), state.vehicle_id, run)
             yield entry
+
+    @staticmethod
+    def _first_ahead(state: _Vehicle, run: _Run) -> int:
+        """The index of the first stop the vehicle has not reached (or left) yet."""
+        first = state.at_i + 1 if state.at_i >= 0 else state.next_i
+        return min(max(first, 0), len(run.route.stop_ids))
+
+    @classmethod
+    def _aligned(cls, forecast: StopForecast, state: _Vehicle, run: _Run) -> StopForecast:
+        """A forecast that starts at the first stop ahead of the vehicle: the stops it
+        has reached since are left out; a stop the predictor counts as reached (the
+        bus is a few metres from it) and the fleet not yet is due now, with no
+        interval."""
+        first = cls._first_ahead(state, run)
+        if first > forecast.first:
+            k = first - forecast.first
+            return replace(forecast, first=first, predicted_t=forecast.predicted_t[k:],
+                           lower_t=forecast.lower_t[k:], upper_t=forecast.upper_t[k:],
+                           scheduled_t=forecast.scheduled_t[k:])
+        k = forecast.first - first
+        due = np.full(k, float(forecast.made_at))
+        if len(forecast.predicted_t):
+            due = np.minimum(due, forecast.predicted_t[0])
+        unknown = np.full(k, np.nan)
+        scheduled = run.arrival_t[first:forecast.first] if run.route.timed else unknown
+        return replace(forecast, first=first,
+                       predicted_t=np.concatenate([due, forecast.predicted_t]),
+                       lower_t=np.concatenate([unknown, forecast.lower_t]),
+                       upper_t=np.concatenate([unknown, forecast.upper_t]),
+                       scheduled_t=np.concatenate([scheduled, forecast.scheduled_t]))
 
     @staticmethod
     def _timetable_forecast(state: _Vehicle, run: _Run) -> StopForecast:
         """The stops not reached yet at their timetabled times plus the vehicle's
         current delay (not before its last report, never decreasing along the trip),
         without an interval: what a consumer would propagate from the trip's delay."""
-        first = state.at_i + 1 if state.at_i >= 0 else state.next_i
-        first = min(max(first, 0), len(run.route.stop_ids))
+        first = LiveFleet._first_ahead(state, run)
         made_at = state.last.t
         scheduled = run.arrival_t[first:]
         if run.route.timed:

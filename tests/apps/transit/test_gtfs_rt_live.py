@@ -29,6 +29,7 @@ from cityos.apps.transit.gtfs_rt import (
 )
 from cityos.apps.transit.live import LiveFleet
 from cityos.apps.transit.models import Feed, service_day_origin
+from cityos.apps.transit.pings import distance_m
 from cityos.apps.transit.prediction import ArrivalPredictor
 from cityos.apps.transit.synthetic import simulate_day
 
@@ -405,3 +406,28 @@ def test_the_server_serves_predictions_and_drops_buses_silent_past_its_setting(t
         board = client.get(f"/apps/transit/stops/{stop.stop_id}/arrivals",
                            headers=headers).json()["arrivals"]
         assert board and not any(r["live"] for r in board)
+
+
+def test_a_bus_metres_from_its_next_stop_still_predicts_that_stop(city):
+    """The predictor counts a stop within 20 m as reached; the fleet only once the bus
+    gets there. The trip update starts at the stop the vehicle positions say the bus
+    is heading for: due now."""
+    from cityos.apps.transit.models import Ping
+
+    origin = service_day_origin(DAY, "America/Los_Angeles")
+    t0 = origin + 7 * 3600  # trip T04 leaves P0 at 07:00
+    a, b = city.stops["P0"], city.stops["P1"]
+    share = 1.0 - 10.0 / distance_m(a.lat, a.lon, b.lat, b.lon)  # 10 m short of P1
+    near = (a.lat + share * (b.lat - a.lat), a.lon + share * (b.lon - a.lon))
+    fleet = LiveFleet(city, ArrivalPredictor(), stale_s=STALE_S)
+    for ping in (Ping("bus-x", t0 - 30, a.lat, a.lon, 0.0, trip_id="T04"),
+                 Ping("bus-x", t0, a.lat, a.lon, 0.0, trip_id="T04"),
+                 Ping("bus-x", t0 + 60, *near, 8.0, trip_id="T04")):
+        fleet.process(ping, now=ping.t)
+    fleet.flush()
+    updates, positions = assert_valid(fleet, t0 + 60)
+    vehicle = positions.entity[0].vehicle
+    assert (vehicle.current_stop_sequence, vehicle.current_status) == \
+        (20, rt.VehiclePosition.IN_TRANSIT_TO)
+    first = updates.entity[0].trip_update.stop_time_update[0]
+    assert (first.stop_sequence, first.arrival.time) == (20, int(t0 + 60))
