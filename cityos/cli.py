@@ -29,7 +29,8 @@ from cityos.core.errors import NgsiLdError
 
 app = typer.Typer(name="cityos", no_args_is_help=True, add_completion=False,
                   help="CityOS: an open smart-city operations platform.")
-keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.")
+keys_app = typer.Typer(no_args_is_help=True,
+                       help="Create, list and revoke API keys and display links.")
 app.add_typer(keys_app, name="keys")
 
 DEMO_DATABASE_URL = "sqlite:///var/demo.db"
@@ -480,6 +481,41 @@ def keys_create(
     typer.echo(token)
 
 
+@keys_app.command("display")
+@settings_options("database_url")
+def keys_display(
+    settings: Settings,
+    tenant: str = typer.Option(..., help="Tenant whose board the screen shows."),
+    board: str = typer.Option(..., help="The board, kind:id (e.g. transit-stop:S12)."),
+    stops: str = typer.Option("", help="More stop ids it may read, comma-separated."),
+    name: str = typer.Option("", help="Which screen it is."),
+) -> None:
+    """Make a display link for a public screen: a token that reads one board only.
+
+    Prints the link's path (the token in its #fragment, shown this once only); open it
+    on the screen after the server's address. `keys revoke` ends it.
+    """
+    from cityos.core.tenancy import create_display_token
+    from cityos.web.display import display_link, display_scope
+
+    store = _open_store(settings)
+    try:
+        scope = display_scope(board, [s.strip() for s in stops.split(",") if s.strip()])
+        token, record = create_display_token(store, tenant, scope, name)
+    except NgsiLdError as error:
+        _fail(error.detail, 2)
+    finally:
+        store.close()
+    typer.echo(f"Created display token {record.key_id} for {scope.board} in tenant "
+               f"{record.tenant}. Keep the link now: it is not shown again.", err=True)
+    typer.echo(display_link(scope, token))
+
+
+def _key_scope(key) -> str:
+    """A key's scope in the key list: a display token's board, else ``-``."""
+    return key.scope["board"] if key.scope else "-"
+
+
 @keys_app.command("list")
 @settings_options("database_url")
 def keys_list(settings: Settings,
@@ -492,9 +528,9 @@ def keys_list(settings: Settings,
         keys = list_keys(store, tenant)
     finally:
         store.close()
-    rows = [("KEY ID", "TENANT", "ROLE", "STATUS", "CREATED", "NAME")]
+    rows = [("KEY ID", "TENANT", "ROLE", "STATUS", "CREATED", "SCOPE", "NAME")]
     rows += [(k.key_id, k.tenant, k.role, "revoked" if k.revoked else "active",
-              k.created_at[:19] + "Z", k.name) for k in keys]
+              k.created_at[:19] + "Z", _key_scope(k), k.name) for k in keys]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  "

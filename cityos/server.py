@@ -33,6 +33,7 @@ from cityos.core.errors import (
 )
 from cityos.core.ngsi_ld.context import load_context_dir
 from cityos.core.store import ContextStore, open_store
+from cityos.web.security import SecurityHeadersMiddleware, redact_access_log
 
 log = logging.getLogger(__name__)
 
@@ -282,9 +283,14 @@ def create_app(settings: Settings | None = None, store: ContextStore | None = No
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # outside the body limit, so that its refusals carry the headers too
+    app.add_middleware(SecurityHeadersMiddleware, tile_url=settings.tile_url)
+    redact_access_log()
 
-    from cityos.core.ngsi_ld import api, consumption_api, temporal_api
+    from cityos.core.ngsi_ld import api, consumption_api, provision_api, temporal_api
 
+    # provision_api first: its Fragment-writing routes answer before api's
+    app.include_router(provision_api.router, prefix=NGSI_LD_PREFIX)
     app.include_router(api.router, prefix=NGSI_LD_PREFIX)
     app.include_router(consumption_api.router, prefix=NGSI_LD_PREFIX)
     app.include_router(temporal_api.router, prefix=NGSI_LD_PREFIX)

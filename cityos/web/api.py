@@ -18,6 +18,10 @@ Bearer <key>`` and ``NGSILD-Tenant``) on every route that shows city data:
 ``GET/POST /web/api/keys``                 admin     list / create the tenant's keys
 ``POST /web/api/keys/{key_id}/revoke``     admin     revoke one
 =========================================  ========  ====================================
+
+Display links for public screens (``/web/api/display-links``, ``/web/api/display-session``)
+are :mod:`cityos.web.display`'s. Static files: the dashboard's at ``/web/static``, its
+libraries at ``/web/vendor``, each app's page scripts and styles at ``/apps/<app>/static``.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from cityos.core.tenancy import (
     require,
     revoke_key,
 )
-from cityos.web import alerts, i18n
+from cityos.web import alerts, display, i18n
 from cityos.web.basemap import demo_basemap
 from cityos.web.core_layers import register_core_layers
 from cityos.web.features import map_features
@@ -50,6 +54,7 @@ from cityos.web.views import registered_views
 
 WEB_DIR = Path(__file__).parent
 STATIC_DIR = WEB_DIR / "static"
+APPS_DIR = WEB_DIR.parent / "apps"
 #: Front-end packages (npm name -> the folder of its built files) and the files the
 #: page loads from each.
 VENDOR_PACKAGES = {
@@ -78,9 +83,7 @@ def node_modules_dir() -> Path | None:
 
 MISSING_LIBRARIES_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>CityOS dashboard: libraries missing</title>
-<style>body{font:16px/1.5 system-ui,sans-serif;background:#0b1320;color:#e6edf3;
-max-width:46rem;margin:4rem auto;padding:0 1rem}code{background:#1c2a3d;padding:.1rem .3rem}
-</style></head><body>
+<link rel="stylesheet" href="/web/static/css/notice.css"></head><body>
 <h1>The dashboard's front-end libraries are not installed</h1>
 <p>The map and chart libraries (Leaflet, Leaflet.markercluster, uPlot) come from the npm
 registry and are served from <code>node_modules/</code>, never from a CDN. They were not
@@ -246,7 +249,12 @@ def mount_dashboard(app: FastAPI) -> None:
     register_core_layers()
     discover_app_layers()
     app.include_router(router)
+    app.include_router(display.router)
     app.mount("/web/static", StaticFiles(directory=STATIC_DIR), name="web-static")
+    # each app's page scripts and styles (files, as the Content-Security-Policy wants)
+    for folder in sorted(APPS_DIR.glob("*/static")):
+        app.mount(f"/apps/{folder.parent.name}/static", StaticFiles(directory=folder),
+                  name=f"app-static-{folder.parent.name}")
     modules = node_modules_dir()
     if modules is not None:
         for name, (folder, _files) in VENDOR_PACKAGES.items():

@@ -196,6 +196,19 @@ def open_page(browser, server):
 
 
 @pytest.fixture
+def display_link(server):
+    """``display_link(board, stops=())``: a new display link's URL for ``board``
+    (``transit-stop:S12``), made by the admin through the API."""
+    def maker(board: str, stops: tuple[str, ...] = ()) -> str:
+        with server.client("admin") as api:
+            response = api.post("/web/api/display-links",
+                                json={"board": board, "stops": list(stops), "name": "e2e"})
+        response.raise_for_status()
+        return server.url + response.json()["link"]
+    return maker
+
+
+@pytest.fixture
 def sign_in(server):
     """``sign_in(page, role, name)``: open the dashboard, sign in with the key of
     ``role`` and wait until the map is drawn and the live stream is up."""

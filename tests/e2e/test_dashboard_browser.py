@@ -195,7 +195,7 @@ def test_switching_to_japanese_changes_the_interface(open_page, sign_in, city, s
     page = open_page()
     sign_in(page, "viewer")
     page.select_option("#language", "ja")
-    page.wait_for_function("document.documentElement.lang === 'ja'")
+    page.wait_for_function("() => document.documentElement.lang === 'ja'")  # a function: CSP
     assert page.locator("#layers-title").inner_text() == "地図レイヤー"
     assert page.locator("#alerts-title").inner_text() == "アラート"
     assert page.locator('[data-layer="Vehicle"] .layer-title').inner_text() == "車両"
@@ -228,7 +228,12 @@ def test_the_guard_catches_a_request_that_leaves_the_machine(open_page, sign_in,
     outcome = page.evaluate("""() => fetch("http://tiles.example.org/1/1/1.png")
         .then(() => "fetched", () => "refused")""")
     assert outcome == "refused"
+    # the Content-Security-Policy (connect-src 'self') refuses it before it leaves
+    assert guard.foreign_requests == []
+    assert any("Content Security Policy" in e for e in guard.console_errors)
+    # what the policy does not govern, a navigation, the guard catches
+    with pytest.raises(Exception, match="net::ERR"):
+        page.goto("http://tiles.example.org/1/1/1.png")
     assert guard.foreign_requests == ["http://tiles.example.org/1/1/1.png"]
-    assert guard.console_errors  # the refused load is reported on the console too
     guard.foreign_requests.clear()
     guard.console_errors.clear()

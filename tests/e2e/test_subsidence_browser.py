@@ -53,8 +53,12 @@ def server(tmp_path_factory, front_end_libraries):
 
 def open_app_page(open_page, server, name: str, role: str = "viewer"):
     page = open_page(width=1400, height=1000)
-    page.goto(f"{server.url}/apps/subsidence/pages/{name}?api_key={server.keys[role]}"
-              f"&tenant={TENANT}")
+    # signed in as the dashboard signs in (its session in sessionStorage): app pages
+    # take no key from the URL
+    page.goto(f"{server.url}/health")
+    page.evaluate("([key, tenant]) => sessionStorage.setItem('cityos.session', "
+                  "JSON.stringify({key, tenant}))", [server.keys[role], TENANT])
+    page.goto(f"{server.url}/apps/subsidence/pages/{name}")
     page.wait_for_selector("body[data-loaded=true]", timeout=20000)
     return page
 

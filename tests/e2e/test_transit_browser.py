@@ -54,10 +54,10 @@ def live_stop(server) -> str:
     pytest.fail("no trip updates came out of the posted observations")
 
 
-def test_stop_board_shows_live_arrivals(open_page, server, live_stop, screenshots):
+def test_stop_board_shows_live_arrivals(open_page, server, live_stop, screenshots,
+                                        display_link):
     page = open_page(width=1280, height=720)
-    page.goto(f"{server.url}/apps/transit/stops/{live_stop}/board"
-              f"?api_key={server.keys['viewer']}")
+    page.goto(display_link(f"transit-stop:{live_stop}"))
     page.wait_for_selector('#rows tr[data-live="true"]', timeout=15000)
     assert page.locator("html").get_attribute("lang") == "en"
     assert page.locator("#stop-name").inner_text() == demo_feed().stops[live_stop].name
@@ -71,10 +71,9 @@ def test_stop_board_shows_live_arrivals(open_page, server, live_stop, screenshot
     page.screenshot(path=screenshots / "stop-board-en.png")
 
 
-def test_stop_board_speaks_japanese(open_page, server, live_stop):
+def test_stop_board_speaks_japanese(open_page, server, live_stop, display_link):
     page = open_page(width=1280, height=720, locale="ja-JP")
-    page.goto(f"{server.url}/apps/transit/stops/{live_stop}/board"
-              f"?api_key={server.keys['viewer']}")
+    page.goto(display_link(f"transit-stop:{live_stop}"))
     page.wait_for_selector('#rows tr[data-live="true"]', timeout=15000)
     assert page.locator("html").get_attribute("lang") == "ja"
     assert page.locator("th").nth(1).inner_text() == "行先"
@@ -85,7 +84,7 @@ def test_stop_board_without_a_key_says_so(open_page, server, live_stop):
     page = open_page(width=1280, height=720)
     page.goto(f"{server.url}/apps/transit/stops/{live_stop}/board")
     page.wait_for_function(
-        "document.getElementById('message').textContent.includes('viewer key')",
+        "() => document.getElementById('message').textContent.includes('display link')",
         timeout=10000)
     assert page.locator("#board").is_hidden()
 

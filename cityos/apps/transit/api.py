@@ -26,8 +26,8 @@ which the server's lifespan runs (:func:`services`).
 ===============================================  ========  ================================
 
 The stop board page itself needs no key, so that a screen at a stop can open it: it
-reads the key from ``?api_key=`` (a viewer key for that screen) or from the dashboard's
-signed-in session, and fetches ``/arrivals`` with it.
+reads ``/arrivals`` with a display session (the screen's display link, see
+:mod:`cityos.web.display`) or the dashboard's signed-in session.
 """
 
 from __future__ import annotations

@@ -1,17 +1,83 @@
 // What every app page shares (stop boards, analytics, flood watch): the caller's key, the
 // language, authenticated fetch.
 //
-// The key comes from ?api_key= (a viewer key for a public screen) or from the
+// The key is a display session (a public screen opened with a display link) or the
 // dashboard's signed-in session (sessionStorage, shared with a dashboard view that
 // opens this page in a frame); the language from ?lang=, the dashboard's choice, or
 // the browser's. Texts come from the dashboard's catalogues (/web/locales/).
+//
+// A display link carries its token in the URL fragment (#display=cty_...), which the
+// browser never sends: the page takes it out of the address bar at once (history,
+// bookmarks and screenshots never keep it), exchanges it once for a display session
+// (POST /web/api/display-session, the token in the body) and renews the session at
+// half time. A key is never read from the URL.
 
+const DISPLAY_STORAGE = "cityos.display";
 const params = new URLSearchParams(location.search);
 let session = null;
 try { session = JSON.parse(sessionStorage.getItem("cityos.session")); } catch { session = null; }
 
-export const key = params.get("api_key") || (session && session.key) || null;
-export const tenant = params.get("tenant") || (session && session.tenant) || null;
+/** The display token of the address's fragment, removed from the address bar. */
+function takeDisplayToken() {
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  const token = fragment.get("display");
+  if (!token) return null;
+  fragment.delete("display");
+  const rest = fragment.toString();
+  history.replaceState(history.state, "", location.pathname + location.search + (rest ? `#${rest}` : ""));
+  return token;
+}
+
+async function postSession(path, body, bearer) {
+  const headers = { Accept: "application/json", "Content-Type": "application/json" };
+  if (bearer) headers.Authorization = `Bearer ${bearer}`;
+  try {
+    const response = await fetch(path, { method: "POST", headers, body: JSON.stringify(body) });
+    return response.ok ? response.json() : null;
+  } catch {
+    return null;
+  }
+}
+
+function keepDisplaySession(display) {
+  if (display) sessionStorage.setItem(DISPLAY_STORAGE, JSON.stringify(display));
+  else sessionStorage.removeItem(DISPLAY_STORAGE);
+  return display;
+}
+
+/** This page's display session: from a display link just opened, else the one this
+ * tab already holds for this page; null when there is none. */
+async function displaySession() {
+  const token = takeDisplayToken();
+  if (token) return keepDisplaySession(await postSession("/web/api/display-session", { token }));
+  let held = null;
+  try { held = JSON.parse(sessionStorage.getItem(DISPLAY_STORAGE)); } catch { held = null; }
+  if (!held || held.page !== location.pathname) return null;
+  // reloaded: how much of it is left is not known here, so start a fresh one
+  return keepDisplaySession(await postSession("/web/api/display-session/renew", {}, held.session));
+}
+
+const display = await displaySession();
+
+export let key = (display && display.session) || (session && session.key) || null;
+export const tenant = (display && display.tenant) || params.get("tenant") || (session && session.tenant) || null;
+
+/** Renew the display session in `seconds`: at half its life, or in a minute when the
+ * last try failed (offline; a revoked link fails until its session ends). */
+function renewIn(current, seconds) {
+  setTimeout(async () => {
+    const renewed = await postSession("/web/api/display-session/renew", {}, current.session);
+    if (renewed) {
+      key = renewed.session;
+      keepDisplaySession(renewed);
+      renewIn(renewed, Math.max(renewed.expiresIn / 2, 60));
+    } else {
+      renewIn(current, 60);
+    }
+  }, seconds * 1000);
+}
+if (display) renewIn(display, Math.max(display.expiresIn / 2, 60));
+
 export let lang = "en";
 let messages = {};
 let fallback = {};

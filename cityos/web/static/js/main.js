@@ -214,13 +214,13 @@ function legendHtml(spec) {
       const text = i === 0 ? `< ${formatNumber(n[0])}`
         : i === n.length ? `≥ ${formatNumber(n[n.length - 1])}`
           : `${formatNumber(n[i - 1])} – ${formatNumber(n[i])}`;
-      rows.push(`<li><span class="layer-swatch" style="background:${color}"></span>${text}${unit}</li>`);
+      rows.push(`<li><span class="layer-swatch" data-color="${escapeHtml(color)}"></span>${text}${unit}</li>`);
     });
   } else {
     for (const [value, color] of Object.entries(rule.colors)) {
       const label = rule.labels && rule.labels[value] ? pick(rule.labels[value])
         : (t(`severity.${value}`) !== `severity.${value}` ? t(`severity.${value}`) : value);
-      rows.push(`<li><span class="layer-swatch" style="background:${color}"></span>${escapeHtml(label)}</li>`);
+      rows.push(`<li><span class="layer-swatch" data-color="${escapeHtml(color)}"></span>${escapeHtml(label)}</li>`);
     }
   }
   return `<p class="visually-hidden">${escapeHtml(t("layers.legend"))}: ${escapeHtml(rule.attribute)}</p>` +
@@ -233,12 +233,14 @@ function renderLayers() {
     <li class="layer-item" data-layer="${escapeHtml(type)}">
       <label class="toggle">
         <input type="checkbox" ${visible ? "checked" : ""} data-type="${escapeHtml(type)}">
-        <span class="layer-swatch" style="background:${spec.color}"></span>
+        <span class="layer-swatch" data-color="${escapeHtml(spec.color)}"></span>
         <span class="layer-title">${escapeHtml(pick(spec.title))}</span>
         <span class="layer-count">${formatNumber(count)}</span>
       </label>
       ${legendHtml(spec)}
     </li>`).join("");
+  // colours through the CSSOM: the Content-Security-Policy refuses style attributes
+  for (const swatch of list.querySelectorAll("[data-color]")) swatch.style.background = swatch.dataset.color;
   for (const box of list.querySelectorAll("input[data-type]")) {
     box.addEventListener("change", () => state.map.setVisible(box.dataset.type, box.checked));
   }

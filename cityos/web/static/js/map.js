@@ -143,10 +143,14 @@ export class CityMap {
         iconCreateFunction: (cluster) => {
           const n = cluster.getChildCount();
           const size = n < 10 ? 28 : n < 100 ? 34 : n < 1000 ? 42 : 50;
-          return L.divIcon({
-            className: "cx-marker", iconSize: [size, size],
-            html: `<span class="cx-cluster" style="--c:${spec.color};width:${size}px;height:${size}px">${n}</span>`,
-          });
+          // built as a node, its colour and size through the CSSOM: the
+          // Content-Security-Policy refuses style attributes
+          const badge = document.createElement("span");
+          badge.className = "cx-cluster";
+          badge.style.setProperty("--c", spec.color);
+          badge.style.width = badge.style.height = `${size}px`;
+          badge.textContent = String(n);
+          return L.divIcon({ className: "cx-marker", iconSize: [size, size], html: badge });
         },
       })
       : L.layerGroup();
@@ -171,16 +175,30 @@ export class CityMap {
   }
 
   // ------------------------------------------------------------ features
-  _iconHtml(spec, feature, color) {
+  _iconClass(spec, feature) {
     const props = feature.properties || {};
     let cls = spec.marker === "square" ? "vehicle" : spec.marker === "pulse" ? "alert" : "";
     if (spec.marker === "pulse" && props.status === "resolved") cls += " done";
-    return `<span class="cx-dot ${cls}" style="--c:${color}" data-entity-id="${escapeHtml(feature.id)}"></span>`;
+    return `cx-dot ${cls}`;
+  }
+
+  /** What the marker looks like, to tell whether an update changes it. */
+  _iconKey(spec, feature, color) {
+    return `${this._iconClass(spec, feature)}|${color}|${feature.id}`;
+  }
+
+  /** The marker's dot, its colour through the CSSOM (the CSP refuses style attributes). */
+  _iconElement(spec, feature, color) {
+    const dot = document.createElement("span");
+    dot.className = this._iconClass(spec, feature);
+    dot.style.setProperty("--c", color);
+    dot.dataset.entityId = feature.id;
+    return dot;
   }
 
   _icon(spec, feature, color) {
     const size = spec.marker === "pulse" ? 22 : 18;
-    return L.divIcon({ className: "cx-marker", html: this._iconHtml(spec, feature, color),
+    return L.divIcon({ className: "cx-marker", html: this._iconElement(spec, feature, color),
       iconSize: [size, size], iconAnchor: [size / 2, size / 2] });
   }
 
@@ -315,11 +333,10 @@ export class CityMap {
       marker.setLatLng([lat, lon]);
     }
     const color = featureColor(spec, feature.properties || {});
-    const html = this._iconHtml(spec, feature, color);
-    if (html !== this._iconHtml(spec, item.feature, item.color)) {
+    if (this._iconKey(spec, feature, color) !== this._iconKey(spec, item.feature, item.color)) {
       marker.options.icon = this._icon(spec, feature, color);
       const element = marker.getElement();
-      if (element) element.innerHTML = html;
+      if (element) element.replaceChildren(this._iconElement(spec, feature, color));
     }
     const label = String(featureLabel(spec, feature));
     marker.options.title = label;
