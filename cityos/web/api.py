@@ -35,6 +35,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from cityos import __version__
+from cityos.core import alerts
 from cityos.core.errors import BadRequestData, ResourceNotFound
 from cityos.core.tenancy import (
     Caller,
@@ -44,7 +45,7 @@ from cityos.core.tenancy import (
     require,
     revoke_key,
 )
-from cityos.web import alerts, display, i18n
+from cityos.web import display, i18n
 from cityos.web.basemap import demo_basemap
 from cityos.web.core_layers import register_core_layers
 from cityos.web.features import map_features

@@ -15,9 +15,9 @@ import time
 import httpx
 from pyproj import Geod
 
+from cityos.core.alerts import alert_entity
 from cityos.core.timefmt import format_datetime, now_utc
 from cityos.demo import DemoContext
-from cityos.web.alerts import alert_entity
 from cityos.web.basemap import demo_bus_routes
 
 log = logging.getLogger(__name__)

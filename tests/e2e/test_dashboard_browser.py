@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from cityos.core.alerts import alert_entity
 from cityos.core.store import open_store
 from cityos.demo import CITY_CENTRE, build_demo_city, demo_anchor
-from cityos.web.alerts import alert_entity
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -9,17 +9,17 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cityos.config import Settings
-from cityos.core.events import EntityEvent, InProcessBus
-from cityos.core.tenancy import create_key
-from cityos.server import create_app
-from cityos.web import i18n
-from cityos.web.alerts import (
+from cityos.core.alerts import (
     AlertStateConflict,
     alert_audit_trail,
     alert_entity,
     alert_status,
     handle_alert,
 )
+from cityos.core.events import EntityEvent, InProcessBus
+from cityos.core.tenancy import create_key
+from cityos.server import create_app
+from cityos.web import i18n
 from cityos.web.basemap import demo_basemap
 from cityos.web.layers import (
     ColorSteps,

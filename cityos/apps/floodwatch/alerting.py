@@ -38,7 +38,7 @@ from typing import Any
 __all__ = ["EVENT_KINDS", "SEVERITIES", "AlertError", "AlertEvent", "AlertLevel",
            "AlertLevels", "AlertTracker"]
 
-#: Alert severities of the platform (cityos.web.alerts.SEVERITIES), least urgent first.
+#: Alert severities of the platform (cityos.core.alerts.SEVERITIES), least urgent first.
 SEVERITIES = ("informational", "low", "medium", "high", "critical")
 EVENT_KINDS = ("level", "lowered", "all-clear", "rate-of-rise")
 

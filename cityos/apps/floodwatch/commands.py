@@ -47,9 +47,9 @@ from datetime import UTC, datetime
 
 import orjson
 
+from cityos.core.alerts import alert_entity, raise_alert
 from cityos.core.errors import AlreadyExists, BadRequestData, ResourceNotFound
 from cityos.core.timefmt import format_datetime, parse_datetime
-from cityos.web.alerts import alert_entity, raise_alert
 
 __all__ = ["ACK_TOPIC_FILTER", "COMMAND_STATUSES", "NO_CONTROLLER_INFO", "SETTINGS", "CommandAck",
            "CommandError", "CommandMessage", "CommanderStats", "PumpCommand",

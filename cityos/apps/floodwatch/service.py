@@ -543,7 +543,7 @@ class FloodWatchService:
 
     # ---------------------------------------------------------------- alerts
     def _alert(self, state: TenantFloodWatch, watch: SiteWatch, event: AlertEvent) -> None:
-        from cityos.web.alerts import alert_entity, handle_alert, raise_alert
+        from cityos.core.alerts import alert_entity, handle_alert, raise_alert
 
         site = watch.site
         location = ({"type": "Point", "coordinates": [site.lon, site.lat]}

@@ -283,7 +283,7 @@ def _alert_id(kind: str, entity_id: str, day: str) -> str:
 
 
 def _raise(store, tenant: str, state: AssetState, kind: str, thresholds, day: str) -> str | None:
-    from cityos.web.alerts import alert_entity, raise_alert
+    from cityos.core.alerts import alert_entity, raise_alert
 
     rate_limit, accel_limit, _ = thresholds
     if kind == "rate":

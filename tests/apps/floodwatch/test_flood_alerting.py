@@ -130,7 +130,7 @@ def test_rate_of_rise_uses_usable_readings_only():
 
 
 def test_severities_are_the_platforms():
-    from cityos.web.alerts import SEVERITIES as PLATFORM
+    from cityos.core.alerts import SEVERITIES as PLATFORM
 
     assert SEVERITIES == PLATFORM
     assert [level.severity for level in AlertLevels().levels] == [
