@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cityos.core.clock import parse_clock_start
 
 
 class Settings(BaseSettings):
@@ -48,6 +50,10 @@ class Settings(BaseSettings):
         A bus silent this long (seconds) leaves the GTFS-realtime vehicle positions and
         its trip's predictions end (the trip update is dropped; the stop boards show
         the timetable again).
+    clock_start : str or None
+        An ISO 8601 instant (``2026-12-07T07:30:00+08:00``) the process clock starts
+        at, advancing at the real rate from there (see ``cityos.core.clock``); tests
+        pin a server to a time of day with it. None (the default) is the system clock.
     """
 
     model_config = SettingsConfigDict(env_prefix="CITYOS_", extra="ignore")
@@ -69,6 +75,14 @@ class Settings(BaseSettings):
     notification_backoff_s: float = 0.5
     tile_url: str | None = None
     transit_vehicle_stale_s: float = Field(300.0, gt=0)
+    clock_start: str | None = None
+
+    @field_validator("clock_start")
+    @classmethod
+    def _clock_start_is_an_instant(cls, value: str | None) -> str | None:
+        if value:
+            parse_clock_start(value)  # a clear error naming the field, at start-up
+        return value or None
 
 
 @lru_cache

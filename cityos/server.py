@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cityos import __version__
 from cityos.config import Settings, get_settings
+from cityos.core.clock import clock_from_start, set_clock
 from cityos.core.errors import (
     ERROR_BASE,
     BadRequestData,
@@ -264,6 +265,8 @@ def create_app(settings: Settings | None = None, store: ContextStore | None = No
         With ``state.settings``, ``state.store`` and ``state.events`` (the bus).
     """
     settings = settings or get_settings()
+    if settings.clock_start:  # a pinned morning for tests and demos; else the default
+        set_clock(clock_from_start(settings.clock_start))
     app = FastAPI(title="CityOS", version=__version__, lifespan=lifespan,
                   docs_url="/docs", redoc_url=None)
     if store is None:

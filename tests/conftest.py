@@ -6,6 +6,9 @@ server (``CITYOS_TEST_POSTGRES_ADMIN_URL``, default
 that is down, or one without PostGIS, FAILS the tests that need it: CI must run the
 PostgreSQL tests, and ``make test`` (``scripts/ensure-services.sh``) starts the server
 and installs PostGIS first.
+
+``clock`` pins the process clock (:mod:`cityos.core.clock`) to :data:`PINNED_INSTANT`
+for one test and gives the :class:`~cityos.core.clock.FixedClock` to move it.
 """
 
 from __future__ import annotations
@@ -13,8 +16,15 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import pytest
+
+from cityos.core.clock import FixedClock, use_clock
+
+# a Monday 07:30 in the demo city (Asia/Kuala_Lumpur, UTC+8): buses are out
+PINNED_INSTANT = datetime(2026, 12, 7, 7, 30, tzinfo=ZoneInfo("Asia/Kuala_Lumpur"))
 
 ADMIN_URL = os.environ.get("CITYOS_TEST_POSTGRES_ADMIN_URL",
                            "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -93,3 +103,10 @@ def sqlite_store(tmp_path):
         yield opened
     finally:
         opened.close()
+
+
+@pytest.fixture
+def clock() -> Iterator[FixedClock]:
+    """The process clock, standing still at :data:`PINNED_INSTANT` for this test."""
+    with use_clock(FixedClock(PINNED_INSTANT)) as fixed:
+        yield fixed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
+from cityos.core.clock import now_datetime
 from cityos.core.errors import BadRequestData
 
 _CANONICAL = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
@@ -79,5 +80,5 @@ def from_micros(micros: int) -> datetime:
 
 
 def now_utc() -> datetime:
-    """The current time, timezone-aware in UTC."""
-    return datetime.now(UTC)
+    """The current time of the process clock (:mod:`cityos.core.clock`), in UTC."""
+    return now_datetime()
