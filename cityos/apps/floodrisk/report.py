@@ -23,10 +23,10 @@ import numpy as np
 from matplotlib.colors import BoundaryNorm, ListedColormap, TwoSlopeNorm
 from matplotlib.figure import Figure
 
+from cityos.appkit.reports import figure_img
 from cityos.apps.floodrisk.damage import JRC_SOURCE
 from cityos.apps.floodrisk.economics import loss_exceedance
 from cityos.apps.floodrisk.study import BASELINE, StudyResults, load_results
-from cityos.web.figures import figure_img
 
 __all__ = ["headline_sentence", "render_report", "write_report"]
 

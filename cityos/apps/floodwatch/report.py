@@ -24,6 +24,7 @@ import matplotlib.dates as mdates
 import numpy as np
 from matplotlib.figure import Figure
 
+from cityos.appkit.reports import figure_img
 from cityos.apps.floodwatch.events import (
     Correlation,
     EventDataError,
@@ -38,7 +39,6 @@ from cityos.apps.floodwatch.events import (
     site_event_table,
     traffic_impact,
 )
-from cityos.web.figures import figure_img
 
 __all__ = ["ReportOptions", "SiteRecord", "render_report", "write_report"]
 

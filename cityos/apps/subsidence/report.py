@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cityos.web.figures import figure_img
+from cityos.appkit.reports import figure_img
 
 FIGURE_DPI = 90
 _CSS = """

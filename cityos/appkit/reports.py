@@ -1,4 +1,4 @@
-"""Matplotlib figures inline in the self-contained HTML reports of the apps."""
+"""Reports of the apps: matplotlib figures inline in self-contained HTML pages."""
 
 from __future__ import annotations
 
