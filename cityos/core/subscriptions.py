@@ -31,6 +31,7 @@ from urllib.parse import unquote, urlsplit
 
 import orjson
 
+from cityos.core.clock import now as clock_now
 from cityos.core.entities import (
     RESERVED_KEYS,
     check_attribute_name,
@@ -883,7 +884,7 @@ class SubscriptionManager:
             return
         self._add_pending(1)
         try:
-            self._events.put_nowait((time.time(), event))
+            self._events.put_nowait((clock_now(), event))
         except queue.Full:
             self._add_pending(-1)
             self.dropped_events += 1
@@ -951,7 +952,7 @@ class SubscriptionManager:
         return compiled
 
     def _match(self, event: EntityEvent, event_s: float) -> None:
-        now_s = time.time()
+        now_s = clock_now()
         now_text = None
         for sub in self._subscriptions(event.tenant):
             if not sub.live(now_s, event_s) or not sub.matches(event):

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 
 from fastapi import Depends, Request
 
+from cityos.core.clock import now as clock_now
 from cityos.core.errors import BadRequestData, Forbidden, ResourceNotFound, Unauthorized
 from cityos.core.timefmt import format_datetime, now_utc
 
@@ -225,14 +226,14 @@ def open_display_session(store, token: str | None,
     key = authenticate(store, token)
     if key is None or key.role != DISPLAY_ROLE or key.scope is None:
         raise Unauthorized("a valid display token is required")
-    return _new_session(store, key, time.time() if now_t is None else now_t)
+    return _new_session(store, key, clock_now() if now_t is None else now_t)
 
 
 def renew_display_session(store, session_token: str | None,
                           now_t: float | None = None) -> tuple[str, DisplaySession]:
     """A fresh session for a live one whose display token is still live (the old one
     runs on until it ends); Unauthorized otherwise."""
-    now_t = time.time() if now_t is None else now_t
+    now_t = clock_now() if now_t is None else now_t
     session = authenticate_display_session(store, session_token, now_t)
     if session is None:
         raise Unauthorized("a live display session is required")
@@ -270,7 +271,7 @@ def authenticate_display_session(store, token: str | None,
     ended, or its display token revoked."""
     if not token or not token.startswith("cds_") or token.count("_") < 2:
         return None
-    now_t = time.time() if now_t is None else now_t
+    now_t = clock_now() if now_t is None else now_t
     doc = store.get_document(KEYS_TENANT, SESSION_KIND, token.split("_", 2)[1])
     if doc is None:
         return None

@@ -45,6 +45,7 @@ from cityos.apps.floodwatch.models import (
     value_of,
 )
 from cityos.apps.floodwatch.service import FloodWatchService, TenantFloodWatch
+from cityos.core.clock import now as clock_now
 from cityos.core.errors import BadRequestData, NgsiLdError, ResourceNotFound
 from cityos.core.tenancy import Caller, get_store, require
 from cityos.core.timefmt import parse_datetime
@@ -284,7 +285,7 @@ def site_quality(site: str, since: str | None = None, until: str | None = None,
                  store=Depends(get_store)) -> Response:
     """The flagged readings of a site (default the last 24 h): time, depth, flags."""
     entity = _site(store, caller.tenant, site)
-    end = _instant(until, "until") or datetime.now(UTC).timestamp()
+    end = _instant(until, "until") or clock_now()
     begin = _instant(since, "since") or end - 86_400.0
     if end <= begin:
         raise BadRequestData("until: must be after since")
@@ -383,7 +384,7 @@ def event_report(since: str | None = None, until: str | None = None,
     """The event report of a period (default the last 30 days) as one HTML page."""
     from cityos.apps.floodwatch.report import ReportOptions, render_report
 
-    end = _instant(until, "until") or datetime.now(UTC).timestamp()
+    end = _instant(until, "until") or clock_now()
     begin = _instant(since, "since") or end - 30 * 86_400.0
     if end <= begin:
         raise BadRequestData("until: must be after since")

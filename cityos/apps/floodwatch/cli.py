@@ -4,13 +4,13 @@ report."""
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
 
 from cityos.cli import _fail, _open_store, settings_options
 from cityos.config import Settings
+from cityos.core.clock import now as clock_now
 
 app = typer.Typer(no_args_is_help=True, help="Urban flood watch: nowcasts, pumps, reports.")
 pumps_app = typer.Typer(no_args_is_help=True, help="Drainage-pump control.")
@@ -102,7 +102,7 @@ def report(
         except ValueError as error:
             _fail(f"--{name}: {error}")
 
-    end = instant(until, "until", datetime.now(UTC).timestamp())
+    end = instant(until, "until", clock_now())
     begin = instant(since, "since", end - 30 * 86_400.0)
     store = _open_store(settings)
     try:

@@ -39,7 +39,6 @@ import logging
 import math
 import re
 import threading
-import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, replace
@@ -48,6 +47,7 @@ from datetime import UTC, datetime
 import orjson
 
 from cityos.core.alerts import alert_entity, raise_alert
+from cityos.core.clock import now as clock_now
 from cityos.core.errors import AlreadyExists, BadRequestData, ResourceNotFound
 from cityos.core.timefmt import format_datetime, parse_datetime
 
@@ -395,7 +395,7 @@ class PumpCommander:
     """
 
     def __init__(self, store, mqtt_url: str | None, *, timeout_s: float = 30,
-                 clock=time.time, max_recent: int = 200, client_id: str | None = None):
+                 clock=clock_now, max_recent: int = 200, client_id: str | None = None):
         if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) \
                 or not math.isfinite(timeout_s) or timeout_s <= 0:
             raise CommandError("timeout_s", f"must be a positive number, got {timeout_s!r}")

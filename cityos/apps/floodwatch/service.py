@@ -57,6 +57,7 @@ from cityos.apps.floodwatch.models import (
     value_of,
 )
 from cityos.apps.floodwatch.quality import QualityChecker, SensorProfile, Verdict
+from cityos.core.clock import now as clock_now
 from cityos.core.timefmt import format_datetime, parse_datetime
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ def reading_of(event) -> Reading | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     stamp = instance.get("observedAt")
-    t = parse_datetime(stamp, "observedAt").timestamp() if stamp else time.time()
+    t = parse_datetime(stamp, "observedAt").timestamp() if stamp else clock_now()
     battery = value_of(event.entity, "batteryLevel") if "batteryLevel" in (
         changed or {"batteryLevel"}) else None
     if isinstance(battery, bool) or not isinstance(battery, int | float):
@@ -334,7 +335,7 @@ class FloodWatchService:
         Sends pump commands; without one, pump decisions are only recorded.
     """
 
-    def __init__(self, store, clock: Callable[[], float] = time.time, commander=None) -> None:
+    def __init__(self, store, clock: Callable[[], float] = clock_now, commander=None) -> None:
         self.store = store
         self.clock = clock
         self.commander = commander

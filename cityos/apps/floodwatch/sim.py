@@ -73,6 +73,7 @@ from cityos.apps.floodwatch.demo import (
     wet_memory,
 )
 from cityos.apps.floodwatch.synthetic import SiteParams, Storm, storm_rain
+from cityos.core.clock import now as clock_now
 from cityos.core.errors import BadRequestData
 from cityos.core.timefmt import format_datetime, parse_datetime
 from cityos.demo import DemoContext
@@ -722,7 +723,7 @@ def _link(demo, controllers: PumpControllers):
 
         def on_command(local_id: str, payload: bytes) -> None:
             # the platform's clock decides expiry, whatever the feed's speed-up
-            for message in controllers.command(local_id, payload, time.time()):
+            for message in controllers.command(local_id, payload, clock_now()):
                 holder["link"].publish(*message)
 
         while not demo.stop.is_set():
@@ -762,7 +763,7 @@ def run(demo: DemoContext, *, seed: int = 0, speedup: float = 1.0) -> None:
     """
     if not speedup > 0:
         raise SimError(f"speedup: {speedup!r} must be positive")
-    start_s = time.time()
+    start_s = clock_now()
     start_wall = time.monotonic()
     feed = FloodwatchFeed(start_s, seed)
     controllers = PumpControllers()

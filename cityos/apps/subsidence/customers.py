@@ -28,7 +28,7 @@ import math
 import re
 import threading
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -460,7 +460,7 @@ def meter(store, tenant: str, endpoint: str, at: datetime | None = None) -> int:
     Counts are documents of the tenant (kind :data:`USAGE_KIND`, one per endpoint),
     with a per-month tally for billing.
     """
-    when = at or datetime.now(UTC)
+    when = at or now_utc()
     stamp = format_datetime(when)
     month = when.strftime("%Y-%m")
     with _usage_lock:

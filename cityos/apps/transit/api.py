@@ -48,6 +48,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cityos.apps.transit import analytics, driving, gtfs_rt
 from cityos.apps.transit.service import TenantTransit, TransitService
+from cityos.core.clock import now as clock_now
 from cityos.core.errors import BadRequestData, NgsiLdError, ResourceNotFound
 from cityos.core.tenancy import Caller, get_store, require
 
@@ -226,7 +227,7 @@ def alert_document(alert: gtfs_rt.ServiceAlert, caller: Caller) -> dict:
     doc = asdict(alert)
     for name in ("route_ids", "stop_ids", "trip_ids", "agency_ids"):
         doc[name] = list(doc[name])
-    doc.update(createdAt=time.time(), createdBy=caller.name or caller.key_id)
+    doc.update(createdAt=clock_now(), createdBy=caller.name or caller.key_id)
     return doc
 
 

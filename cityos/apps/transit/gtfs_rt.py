@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import re
-import time as _time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -27,6 +26,7 @@ from google.protobuf.message import DecodeError
 from google.transit import gtfs_realtime_pb2 as rt
 
 from cityos.apps.transit.models import ArrivalPrediction, Feed, Ping
+from cityos.core.clock import now as clock_now
 
 __all__ = ["GtfsRealtimeError", "ServiceAlert", "TripState", "VehicleState", "alerts_feed",
            "occupancy_status", "parse_feed", "parse_feed_text", "to_json",
@@ -433,7 +433,7 @@ def alerts_feed(alerts: Iterable[ServiceAlert], timestamp: float | None = None) 
         One entity per alert, its id the alert's id; each route, stop, trip and
         agency named becomes an ``informed_entity``.
     """
-    message = _new_feed(_time.time() if timestamp is None else timestamp)
+    message = _new_feed(clock_now() if timestamp is None else timestamp)
     seen: set[str] = set()
     for alert in alerts:
         if alert.id in seen:
@@ -829,7 +829,7 @@ def validate_feed(message: rt.FeedMessage, feed: Feed | None = None, *,
     list of str
         One line per problem, ``CODE path: what is wrong``; empty when valid.
     """
-    check = _Checker(feed, _time.time() if now is None else now, future_tolerance_s,
+    check = _Checker(feed, clock_now() if now is None else now, future_tolerance_s,
                      strict_times, warnings, max_age_s)
     header = message.header
     if not header.HasField("gtfs_realtime_version"):

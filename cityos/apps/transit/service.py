@@ -63,6 +63,7 @@ from cityos.apps.transit.speed_limits import (
     RoadSpeedLimits,
     segment_from_entity,
 )
+from cityos.core.clock import now as clock_now
 from cityos.core.entities import attribute_instances
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ def vehicle_ping(entity: dict, changed: Iterable[str] | None = None, *,
     payload: dict = {"vehicle_id": local_vehicle_id(entity["id"]),
                      "lon": coordinates[0], "lat": coordinates[1],
                      "t": (instance or {}).get("observedAt")
-                     or (received_t if received_t is not None else time.time())}
+                     or (received_t if received_t is not None else clock_now())}
     speed, speed_instance = fresh("speed")
     if speed is not None:
         unit = (speed_instance or {}).get("unitCode") or DEFAULT_SPEED_UNIT
@@ -411,10 +412,10 @@ class TenantTransit:
             for start in range(0, len(arrivals), PERSIST_BATCH):
                 chunk = arrivals[start:start + PERSIST_BATCH]
                 store.put_document(self.tenant, ARRIVALS_KIND, _document_key(), {
-                    "savedAt": time.time(), "arrivals": [arrival_to_json(a) for a in chunk]})
+                    "savedAt": clock_now(), "arrivals": [arrival_to_json(a) for a in chunk]})
             for sweep in sweeps:
                 store.put_document(self.tenant, DRIVING_KIND, _document_key(),
-                                   {"savedAt": time.time(), **sweep})
+                                   {"savedAt": clock_now(), **sweep})
         except Exception:  # keep them for the next try rather than lose them
             log.exception("transit: storing arrivals and driving events of %s failed",
                           self.tenant)
@@ -424,7 +425,7 @@ class TenantTransit:
 
     def restore(self, store, retention_days: int = RETENTION_DAYS) -> None:
         """Load the stored arrivals and driving sweeps of the last ``retention_days``."""
-        since = time.time() - retention_days * 86_400.0
+        since = clock_now() - retention_days * 86_400.0
         arrivals = []
         for doc in _all_documents(store, self.tenant, ARRIVALS_KIND):
             if doc.get("savedAt", 0) >= since:
@@ -557,13 +558,14 @@ class TransitService:
     store : ContextStore
     settings : Settings
     clock : callable, optional
-        POSIX seconds now (default ``time.time``); tests and replays move it.
+        POSIX seconds now (default: the process clock, ``cityos.core.clock``); tests
+        and replays move it.
     """
 
     def __init__(self, store, settings=None, clock: Callable[[], float] | None = None):
         self.store = store
         self.settings = settings
-        self.clock = clock or time.time
+        self.clock = clock or clock_now
         self._tenants: dict[str, TenantTransit | None] = {}
         self._checked: dict[str, float] = {}  # tenant -> when a missing feed was seen
         self._tenants_lock = threading.Lock()

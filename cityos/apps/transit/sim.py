@@ -39,6 +39,7 @@ import orjson
 
 from cityos.apps.transit.models import Feed, Ping, service_day_origin
 from cityos.apps.transit.synthetic import demo_feed, simulate_day
+from cityos.core.clock import now_datetime
 from cityos.core.timefmt import format_datetime
 
 log = logging.getLogger(__name__)
@@ -245,7 +246,7 @@ def run_feed(feed: Feed, publish: Callable[..., None], speedup: float = 1.0,
     stop = stop or threading.Event()
     tz = timezone or _feed_timezone(feed)
     if trace is None:
-        day = day or datetime.now(ZoneInfo(tz)).date()
+        day = day or now_datetime().astimezone(ZoneInfo(tz)).date()
         trace = simulate_day(feed, day, scenario=scenario, seed=seed, timezone=tz)
     pings = trace.pings
     if not pings:
@@ -341,7 +342,7 @@ def run(demo, speedup: float = DEMO_SPEEDUP, seed: int = 0,
         return
     try:
         while not demo.stop.is_set():
-            trace, start_t, shift_s = replay_window(feed, datetime.now(UTC), seed, scenario)
+            trace, start_t, shift_s = replay_window(feed, now_datetime(), seed, scenario)
             log.info("transit sim: %s pings of %s from %s (shifted %.0f s)",
                      len(trace.pings), trace.service_date,
                      datetime.fromtimestamp(start_t, UTC).isoformat(), shift_s)
@@ -415,7 +416,7 @@ def simulate_feed(feed: str | Path | Feed, *, mqtt_url: str | None = None,
         raise ValueError("mqtt_url or base_url: say where to publish the pings")
     tz = _feed_timezone(feed)
     if day is None:
-        day = datetime.now(ZoneInfo(tz)).date()
+        day = now_datetime().astimezone(ZoneInfo(tz)).date()
         if not feed.trips_on(day):  # an expired (or not yet valid) feed: a day like today
             day = service_day_like(feed, day) or day
     start_t = None if start_local_s is None else service_day_origin(day, tz) + start_local_s
