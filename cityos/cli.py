@@ -3,29 +3,32 @@
 Every :class:`~cityos.config.Settings` field is also an option of ``cityos serve``
 (``--database-url`` for ``CITYOS_DATABASE_URL`` and so on); an option given on the
 command line wins over the environment, which wins over the built-in default.
-An app registers its commands by exposing a Typer object ``app`` in
-``cityos/apps/<name>/cli.py``; it appears as ``cityos <name> ...``.
+An app's commands (the Typer object its :class:`~cityos.apps.registry.AppSpec` names)
+appear as ``cityos <name> ...``; the helpers they share with these commands are in
+:mod:`cityos.appkit.cli`, the file parser of ``cityos import`` in
+:mod:`cityos.core.ingest.files`.
 """
 
 from __future__ import annotations
 
-import functools
 import gc
-import importlib
-import inspect
-import json
-import pkgutil
 import socket
-import types
-import typing
 from pathlib import Path
 from urllib.parse import urlparse
 
 import typer
 
 from cityos import __version__
+from cityos.appkit.cli import fail, open_store, settings_options
+from cityos.appkit.demo import DEMO_TENANT
 from cityos.config import Settings
 from cityos.core.errors import NgsiLdError
+from cityos.core.ingest.files import (
+    ImportProblem,
+    entities_from_document,
+    read_import_file,
+    validate_import,
+)
 
 app = typer.Typer(name="cityos", no_args_is_help=True, add_completion=False,
                   help="CityOS: an open smart-city operations platform.")
@@ -34,7 +37,6 @@ keys_app = typer.Typer(no_args_is_help=True,
 app.add_typer(keys_app, name="keys")
 
 DEMO_DATABASE_URL = "sqlite:///var/demo.db"
-DEMO_TENANT = "default"
 DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883"
 IMPORT_BATCH = 1000
 
@@ -51,64 +53,10 @@ def cityos_root(ctx: typer.Context,
 
 
 # ------------------------------------------------------------- settings options
-def _option_type(annotation) -> type:
-    """The plain type of a Settings field (``str | None`` -> ``str``)."""
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        return next(a for a in typing.get_args(annotation) if a is not type(None))
-    return annotation
-
-
-def _settings_parameter(name: str) -> inspect.Parameter:
-    field = Settings.model_fields[name]
-    kind = _option_type(field.annotation)
-    flag = "--" + name.replace("_", "-")
-    declaration = f"{flag}/--no-{flag[2:]}" if kind is bool else flag
-    option = typer.Option(None, declaration, show_default=False, rich_help_panel="Settings",
-                          help=f"Env CITYOS_{name.upper()}; default {field.default!r}.")
-    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
-                             annotation=kind | None)
-
-
-def settings_options(*names: str):
-    """Decorator: add Settings fields as command options and pass ``settings``.
-
-    Parameters
-    ----------
-    *names : str
-        The Settings fields to expose; all of them when none are named.
-
-    The decorated command takes a ``settings`` argument: the Settings read from the
-    environment with the options that were given on the command line on top.
-    """
-    def decorate(func):
-        fields = names or tuple(Settings.model_fields)
-        signature = inspect.signature(func)
-        own = [p for p in signature.parameters.values() if p.name != "settings"]
-
-        @functools.wraps(func)
-        def command(**kwargs):
-            given = {n: kwargs.pop(n) for n in fields if n in kwargs}
-            settings = Settings(**{n: v for n, v in given.items() if v is not None})
-            return func(settings=settings, **kwargs)
-
-        command.__signature__ = signature.replace(
-            parameters=own + [_settings_parameter(n) for n in fields])
-        return command
-    return decorate
-
-
-def _open_store(settings: Settings):
-    from cityos.core.store import open_store
-
-    try:
-        return open_store(settings.database_url)
-    except (ValueError, ImportError) as error:
-        _fail(f"cannot open the store at {settings.database_url}: {error}")
-
-
-def _fail(message: str, code: int = 1) -> typing.NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+# the helpers every command uses are the apps' too (cityos.appkit.cli); the old private
+# names stay for commands written before the app contract
+_fail = fail
+_open_store = open_store
 
 
 # ------------------------------------------------------------------------ serve
@@ -242,152 +190,6 @@ def demo(settings: Settings,
 
 
 # ----------------------------------------------------------------------- import
-class ImportProblem(Exception):
-    """One entity of an import file is wrong; the message names what."""
-
-
-def read_import_file(path: Path) -> typing.Any:
-    """Parse the JSON of ``path``; ImportProblem with the line when it is not JSON."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ImportProblem(f"cannot read it: {error}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ImportProblem(f"line {error.lineno}: not valid JSON: {error.msg}") from None
-
-
-def detect_format(document: typing.Any) -> str:
-    """``geojson`` for a Feature or FeatureCollection, else ``ngsi-ld``."""
-    if isinstance(document, dict) and document.get("type") in ("FeatureCollection", "Feature"):
-        return "geojson"
-    return "ngsi-ld"
-
-
-def ngsi_ld_bodies(document: typing.Any) -> list:
-    """The entities of an NGSI-LD JSON / JSON-LD document: one, an array, or
-    a JSON-LD ``@graph`` (whose top-level ``@context`` applies to each entity)."""
-    if isinstance(document, dict) and "@graph" in document:
-        document = document["@graph"]
-    if isinstance(document, dict):
-        return [document]
-    if isinstance(document, list):
-        return document
-    raise ImportProblem("expected an entity (JSON object) or an array of entities")
-
-
-def canonical_body(body: typing.Any, context: typing.Any = None) -> typing.Any:
-    """Drop ``@context`` and rename the entity's names to the stored (canonical) names
-    with :mod:`cityos.core.ngsi_ld.context`: its own ``@context``, else ``context``
-    (a JSON-LD document's top-level one), else the core context; never fetched."""
-    if not isinstance(body, dict):
-        return body
-    from cityos.core.ngsi_ld.context import canonical_entity, resolve_context
-
-    own = body.get("@context")
-    if own is not None and context is not None:  # JSON-LD: an inner context extends
-        own = [*_as_list(context), *_as_list(own)]
-    return canonical_entity(body, resolve_context(own if own is not None else context))
-
-
-def _as_list(value: typing.Any) -> list:
-    return value if isinstance(value, list) else [value]
-
-
-def feature_to_entity(feature: typing.Any, entity_type: str | None) -> dict:
-    """One GeoJSON Feature as an NGSI-LD entity.
-
-    The id is ``feature.id`` or ``properties.id`` (a value that is not a URI becomes
-    ``urn:ngsi-ld:<type>:<value>``), the type ``entity_type`` or ``properties.type``,
-    the geometry the ``location`` GeoProperty and every other non-null property a
-    Property (a property that already is an NGSI-LD attribute is kept as it is).
-    """
-    from cityos.core.entities import is_uri, key_value_to_attribute
-
-    if not isinstance(feature, dict) or feature.get("type") != "Feature":
-        raise ImportProblem("not a GeoJSON Feature (type must be 'Feature')")
-    properties = feature.get("properties") or {}
-    if not isinstance(properties, dict):
-        raise ImportProblem("properties: must be a JSON object")
-    kind = entity_type or properties.get("type")
-    if not kind:
-        raise ImportProblem("no entity type: give --type or a 'type' property")
-    local_id = feature.get("id", properties.get("id"))
-    if local_id is None or local_id == "":
-        raise ImportProblem("no id: the feature needs an 'id' or an 'id' property")
-    entity_id = local_id if is_uri(local_id) else f"urn:ngsi-ld:{kind}:{local_id}"
-    entity: dict = {"id": entity_id, "type": kind}
-    for name, value in properties.items():
-        if name in ("id", "type") or value is None:
-            continue
-        entity[name] = key_value_to_attribute(name, value)
-    if feature.get("geometry") is not None:
-        entity["location"] = {"type": "GeoProperty", "value": feature["geometry"]}
-    return entity
-
-
-def entities_from_document(document: typing.Any, file_format: str,
-                           entity_type: str | None, key_values: bool) -> list[tuple[int, typing.Any]]:
-    """``(number, raw entity or ImportProblem)`` for each entity in the file, 1-based."""
-    if file_format == "auto":
-        file_format = detect_format(document)
-    found: list[tuple[int, typing.Any]] = []
-    if file_format == "geojson":
-        if isinstance(document, dict) and document.get("type") == "Feature":
-            features = [document]
-        elif isinstance(document, dict) and isinstance(document.get("features"), list):
-            features = document["features"]
-        else:
-            raise ImportProblem("expected a GeoJSON FeatureCollection with a 'features' array")
-        for number, feature in enumerate(features, start=1):
-            try:
-                found.append((number, feature_to_entity(feature, entity_type)))
-            except ImportProblem as problem:
-                found.append((number, problem))
-        return found
-    from cityos.core.entities import from_key_values
-
-    top_context = document.get("@context") if isinstance(document, dict) else None
-    for number, body in enumerate(ngsi_ld_bodies(document), start=1):
-        try:
-            body = canonical_body(body, top_context)
-            if entity_type and isinstance(body, dict) and "type" not in body:
-                body = {**body, "type": entity_type}
-            if key_values and isinstance(body, dict):
-                body = from_key_values(body)
-        except NgsiLdError as error:
-            body = ImportProblem(error.detail)
-        found.append((number, body))
-    return found
-
-
-def validate_import(raw: list[tuple[int, typing.Any]]) -> tuple[list[dict], list[str]]:
-    """Validate every entity; return the canonical entities and the problems
-    (``entity N: what is wrong``), all of them, not just the first."""
-    from cityos.core.entities import normalise_entity
-
-    entities: list[dict] = []
-    problems: list[str] = []
-    first_seen: dict[str, int] = {}
-    for number, body in raw:
-        if isinstance(body, ImportProblem):
-            problems.append(f"entity {number}: {body}")
-            continue
-        try:
-            entity = normalise_entity(body)
-        except NgsiLdError as error:
-            problems.append(f"entity {number}: {error.detail}")
-            continue
-        if entity["id"] in first_seen:
-            problems.append(f"entity {number}: id {entity['id']} repeats entity "
-                            f"{first_seen[entity['id']]}")
-            continue
-        first_seen[entity["id"]] = number
-        entities.append(entity)
-    return entities, problems
-
-
 @app.command("import")
 @settings_options("database_url", "default_tenant")
 def import_file(
@@ -563,34 +365,28 @@ def version() -> None:
 
 # ------------------------------------------------------------------ app plug-ins
 def register_app_commands(root: typer.Typer) -> list[str]:
-    """Add each app's command group: ``cityos.apps.<name>.cli:app`` as ``cityos <name>``.
+    """Add each app's command group (its ``AppSpec.cli``) as ``cityos <name>``.
 
-    Apps without a ``cli`` module are skipped; an app whose ``cli`` module fails to
-    import is reported on stderr and skipped, so one broken app never takes the
-    whole command line down. Returns the names registered.
+    Apps come from :func:`cityos.apps.registry.discover`. Apps without commands are
+    skipped; an app whose commands fail to load is reported by the registry (once, on
+    stderr) and skipped, so one broken app never takes the whole command line down.
+    Returns the names registered.
     """
-    import cityos.apps
+    from cityos.apps.registry import discover, load_part, report_problem
 
     registered = []
     known = {group.name for group in root.registered_groups}
-    for module in sorted(pkgutil.iter_modules(cityos.apps.__path__), key=lambda m: m.name):
-        if not module.ispkg or module.name in known:
+    for spec in discover():
+        if spec.name in known:
             continue
-        module_name = f"cityos.apps.{module.name}.cli"
-        try:
-            cli_module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name == module_name:
-                continue
-            typer.echo(f"warning: cityos {module.name}: {error}", err=True)
+        group = load_part(spec, "cli")
+        if group is None:
             continue
-        except Exception as error:  # noqa: BLE001 (a broken app must not break the CLI)
-            typer.echo(f"warning: cityos {module.name}: {error}", err=True)
+        if not isinstance(group, typer.Typer):
+            report_problem(spec.name, f"cli ({spec.cli})", "it is not a typer.Typer")
             continue
-        group = getattr(cli_module, "app", None)
-        if isinstance(group, typer.Typer):
-            root.add_typer(group, name=module.name)
-            registered.append(module.name)
+        root.add_typer(group, name=spec.name)
+        registered.append(spec.name)
     return registered
 
 

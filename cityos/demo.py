@@ -1,11 +1,12 @@
 """The demo city: a deterministic synthetic city that ``cityos demo`` writes and feeds.
 
 Core writes a handful of sample entities of "Demo City" (a made-up city at Kuala
-Lumpur's latitude and longitude). Apps add their own data and live feeds by adding a
-``"module:function"`` line to :data:`DEMO_BUILDERS` (static data, written once through
-the :class:`~cityos.core.store.base.ContextStore`) or :data:`DEMO_SIMULATORS` (live
-feeds, started in a thread while the demo server runs, going through the same ingest
-path as a real device).
+Lumpur's latitude and longitude; its constants are in :mod:`cityos.appkit.demo`). Apps
+add their own data and live feeds through their :class:`~cityos.apps.registry.AppSpec`:
+``demo_builder`` (static data, written once through the
+:class:`~cityos.core.store.base.ContextStore`, after the core's :data:`CORE_BUILDERS`,
+app by app in the registry's order) and ``simulator`` (a live feed, started in a thread
+while the demo server runs, going through the same ingest path as a real device).
 
 A builder is ``build(store, tenant, at) -> list[str]`` (the entity ids it wrote); it
 must be idempotent (upserts, fixed ids, history instants derived from ``at``). A
@@ -17,62 +18,24 @@ from __future__ import annotations
 import importlib
 import math
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 
+# the demo city's constants are the apps' (appkit); re-exported for the command line
+from cityos.appkit.demo import CITY_CENTRE, CITY_NAME, DemoContext, demo_anchor  # noqa: F401
 from cityos.core.timefmt import format_datetime
 
-#: Static data of the demo city, in the order they run.
-DEMO_BUILDERS: list[str] = [
-    "cityos.demo:build_core_sample",
-    "cityos.apps.transit.demo:build_transit_demo",  # transit: the GTFS feed, stops, routes
-    "cityos.apps.floodwatch.demo:build_floodwatch_demo",  # flood sensors, gauges, pumps
-    "cityos.apps.floodrisk.demo:build_floodrisk_demo",  # floodrisk: tiny study, hazard areas
-    # subsidence: InSAR product, area, buildings, metro line
-    "cityos.apps.subsidence.demo:build_subsidence_demo",
-]
+#: The core's static data of the demo city, written before the apps'.
+CORE_BUILDERS: list[str] = ["cityos.demo:build_core_sample"]
 
-#: Live feeds started while ``cityos demo`` serves.
-DEMO_SIMULATORS: list[str] = [
-    # core: the sample alert (the transit app's simulator drives the buses, so the
-    # core's two sample buses, run_demo_feed, stay parked)
+#: The core's live feeds, started with the apps' while ``cityos demo`` serves.
+CORE_SIMULATORS: list[str] = [
+    # the sample alert (the transit app's simulator drives the buses, so the core's two
+    # sample buses, run_demo_feed, stay parked)
     "cityos.web.demo_feed:run_alert_feed",
-    "cityos.apps.transit.sim:run",  # transit: the demo city's buses through ingest
-    "cityos.apps.floodwatch.sim:run",  # floodwatch: rain, water and pump controllers
 ]
 
-CITY_NAME = "Demo City"
-#: Centre of the synthetic city (lon, lat): Kuala Lumpur-like coordinates.
-CITY_CENTRE = (101.6958, 3.1466)
 ID_PREFIX = "urn:ngsi-ld:{type}:demo-city:"
-
-
-@dataclass
-class DemoContext:
-    """What a demo simulator gets: where to send its data and when to stop.
-
-    Attributes
-    ----------
-    base_url : str
-        The running server, e.g. ``http://127.0.0.1:8000``.
-    api_key : str
-        An admin key of ``tenant`` for HTTP calls.
-    tenant : str
-    mqtt_url : str or None
-        The broker the ingester listens on, None when MQTT is off.
-    store : ContextStore
-        For reading what is there (writes go through the ingest path).
-    stop : threading.Event
-        Set when the demo shuts down.
-    """
-
-    base_url: str
-    api_key: str
-    tenant: str
-    mqtt_url: str | None
-    store: object
-    stop: threading.Event = field(default_factory=threading.Event)
 
 
 def load(target: str | Callable) -> Callable:
@@ -83,12 +46,6 @@ def load(target: str | Callable) -> Callable:
     return getattr(importlib.import_module(module_name), attr)
 
 
-def demo_anchor(now: datetime) -> datetime:
-    """The instant the sample history ends: ``now`` floored to the hour, so a rerun
-    within the same hour writes the same history rows (it is idempotent)."""
-    return now.replace(minute=0, second=0, microsecond=0)
-
-
 def builder_label(name: str) -> str:
     """What a builder is called in the progress lines: its app (``"transit"``) or
     ``"core"`` for one outside ``cityos.apps``."""
@@ -96,8 +53,37 @@ def builder_label(name: str) -> str:
     return parts[2] if len(parts) > 2 and parts[1] == "apps" else "core"
 
 
-def build_demo_city(store, tenant: str, at: datetime, *,
-                    progress: bool = False) -> dict[str, int]:
+def _app_parts(part: str, apps: Collection[str] | None) -> list[tuple[str, str, Callable]]:
+    """``(label, name, function)`` of every app's ``part`` (``demo_builder`` or
+    ``simulator``), in the registry's order; an app whose part fails to load is
+    reported by the registry and left out."""
+    from cityos.apps.registry import discover, load_part
+
+    found = []
+    for spec in discover():
+        if apps is not None and spec.name not in apps:
+            continue
+        function = load_part(spec, part)
+        if function is not None:
+            found.append((spec.name, spec.reference(part), function))
+    return found
+
+
+def demo_builders(apps: Collection[str] | None = None) -> list[tuple[str, str, Callable]]:
+    """``(label, name, build)`` of every demo builder, in the order they run: the core's,
+    then each app's (only those named in ``apps`` when given)."""
+    core = [(builder_label(n), n, load(n)) for n in CORE_BUILDERS]
+    return core + _app_parts("demo_builder", apps)
+
+
+def demo_simulators(apps: Collection[str] | None = None) -> list[tuple[str, str, Callable]]:
+    """``(label, name, run)`` of every demo simulator: the core's, then each app's."""
+    core = [(builder_label(n), n, load(n)) for n in CORE_SIMULATORS]
+    return core + _app_parts("simulator", apps)
+
+
+def build_demo_city(store, tenant: str, at: datetime, *, progress: bool = False,
+                    apps: Collection[str] | None = None) -> dict[str, int]:
     """Run every demo builder; return the number of entities each wrote.
 
     Parameters
@@ -109,18 +95,23 @@ def build_demo_city(store, tenant: str, at: datetime, *,
     progress : bool
         Report each builder on stderr (:class:`~cityos.core.progress.Progress`:
         ``"demo city: transit (2/5): 124 entities"``), unless ``cityos --quiet``.
+    apps : collection of str, optional
+        Build only these apps' data (and the core's); every app's when omitted.
+
+    Returns
+    -------
+    dict of str to int
+        Keyed by the builder's ``"module:function"`` name.
     """
     from cityos.core.progress import Progress
 
+    builders = demo_builders(apps)
     written = {}
-    with Progress("demo city", total=len(DEMO_BUILDERS),
+    with Progress("demo city", total=len(builders),
                   quiet=None if progress else True) as bar:
-        for target in DEMO_BUILDERS:
-            name = target if isinstance(target, str) else \
-                f"{target.__module__}:{target.__name__}"
-            label = builder_label(name)
+        for label, name, build in builders:
             bar.start(label)
-            written[name] = len(load(target)(store, tenant, at))
+            written[name] = len(build(store, tenant, at))
             bar.step(label, f"{written[name]} entities")
     return written
 
@@ -128,9 +119,9 @@ def build_demo_city(store, tenant: str, at: datetime, *,
 def start_simulators(demo: DemoContext) -> list[threading.Thread]:
     """Start every demo simulator in a daemon thread."""
     threads = []
-    for target in DEMO_SIMULATORS:
-        thread = threading.Thread(target=load(target), args=(demo,), daemon=True,
-                                  name=f"demo-sim {target}")
+    for _label, name, run in demo_simulators():
+        thread = threading.Thread(target=run, args=(demo,), daemon=True,
+                                  name=f"demo-sim {name}")
         thread.start()
         threads.append(thread)
     return threads

@@ -177,22 +177,21 @@ async def _call(method) -> None:
         await result
 
 
-def app_api_modules() -> list[tuple[str, Any]]:
-    """``(name, module)`` of every ``cityos.apps.<name>.api`` that exists.
+def app_routers() -> list[tuple[str, Any, Any]]:
+    """``(name, router, services)`` of every app in the registry that has a router.
 
-    An app exposes a FastAPI ``router`` (mounted at ``/apps/<name>``) and may expose
-    ``services(store, settings) -> list`` of background services with ``start`` and
-    ``stop``, run by the server's lifespan like the core's own.
+    An app's ``router`` is mounted at ``/apps/<name>``; its ``services(store,
+    settings) -> list`` (None when it has none) gives background services with
+    ``start`` and ``stop``, run by the server's lifespan like the core's own. An app
+    whose router fails to load is reported by the registry and left out.
     """
-    import pkgutil
-
-    import cityos.apps
+    from cityos.apps.registry import discover, load_part
 
     found = []
-    for info in sorted(pkgutil.iter_modules(cityos.apps.__path__), key=lambda m: m.name):
-        name = f"cityos.apps.{info.name}.api"
-        if info.ispkg and importlib.util.find_spec(name) is not None:
-            found.append((info.name, importlib.import_module(name)))
+    for spec in discover():
+        router = load_part(spec, "router")
+        if router is not None:
+            found.append((spec.name, router, load_part(spec, "services")))
     return found
 
 
@@ -209,9 +208,9 @@ def _services(app: FastAPI) -> list:
         mqtt = _optional("cityos.core.ingest.mqtt")
         if mqtt is not None:
             services.append(mqtt.MqttIngester(store, settings))
-    for _name, module in app.state.app_modules:
-        if hasattr(module, "services"):
-            services.extend(module.services(store, settings))
+    for _name, _router, app_services in app.state.app_routers:
+        if app_services is not None:
+            services.extend(app_services(store, settings))
     return services
 
 
@@ -301,9 +300,9 @@ def create_app(settings: Settings | None = None, store: ContextStore | None = No
         module = _optional(module_name)
         if module is not None:
             app.include_router(module.router, prefix=prefix)
-    app.state.app_modules = app_api_modules()
-    for name, module in app.state.app_modules:
-        app.include_router(module.router, prefix=f"/apps/{name}")
+    app.state.app_routers = app_routers()
+    for name, router, _services in app.state.app_routers:
+        app.include_router(router, prefix=f"/apps/{name}")
 
     dashboard = _optional("cityos.web")
     if dashboard is not None:  # the operations-centre dashboard at /

@@ -2,7 +2,9 @@
 
 Served by ``cityos serve`` at ``/`` (see :mod:`cityos.web.api`), on top of the
 NGSI-LD store and event bus. Apps describe how their entity types look on the map
-with the registration API re-exported here::
+with the types of :mod:`cityos.appkit.dashboard`, listed in their ``web`` module and
+named in their :class:`~cityos.apps.registry.AppSpec` (``layers``, ``views``); the
+registration API is re-exported here for layers registered by hand::
 
     from cityos.web import ColorSteps, LayerSpec, register_layer
 
@@ -12,7 +14,7 @@ with the registration API re-exported here::
                                                     "#03045e"), "cm"),
         app_url="/apps/floodwatch/#zone={id}"))
 
-in ``cityos/apps/<name>/web.py``, which the dashboard imports at start-up.
+The dashboard registers every app's layers and views when it starts.
 """
 
 from cityos.web.layers import (

@@ -244,8 +244,8 @@ def revoke(key_id: str, caller: Caller = Depends(require("admin")),
 def mount_dashboard(app: FastAPI) -> None:
     """Add the dashboard to a CityOS app: its routes, static files and libraries.
 
-    Registers the core's layers, then imports every app's ``web`` module so their
-    layers are there before the first page asks for the configuration.
+    Registers the core's layers, then every app's layers and views (from the app
+    registry), so they are there before the first page asks for the configuration.
     """
     register_core_layers()
     discover_app_layers()

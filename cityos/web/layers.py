@@ -3,21 +3,20 @@
 The dashboard core draws every entity that has a ``location``; a :class:`LayerSpec`
 says how one entity type looks: its title (per language), colour, whether dense
 points cluster, and an optional attribute that colours the features (numeric
-``ColorSteps`` or categorical ``ColorCategories``) with its legend. An app registers
-its layers in ``cityos/apps/<name>/web.py`` with :func:`register_layer`; the module is
-imported when the dashboard starts (:func:`discover_app_layers`), so the dashboard
-core never names an app. A type nobody registered still shows, in a colour derived
+``ColorSteps`` or categorical ``ColorCategories``) with its legend. An app lists
+its layers (and views) in its :class:`~cityos.apps.registry.AppSpec`; the dashboard
+registers them when it starts (:func:`discover_app_layers`), so the dashboard core
+never names an app. :func:`register_layer` registers one by hand. A type nobody registered still shows, in a colour derived
 from its name.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
-import pkgutil
 import threading
 from dataclasses import asdict, dataclass, field
+from types import ModuleType
 
 log = logging.getLogger(__name__)
 
@@ -190,26 +189,34 @@ def layer_for(entity_type: str) -> LayerSpec:
 
 
 def discover_app_layers() -> list[str]:
-    """Import ``cityos.apps.<name>.web`` of every app that has one; return the names.
+    """Register the layers and views of every app in the registry; return the names of
+    the apps that have any.
 
-    An app whose ``web`` module fails to import is logged and skipped: one broken app
-    must not take the dashboard down.
+    An app whose ``layers`` or ``views`` fail to load is reported by the registry
+    (:func:`cityos.apps.registry.load_part`) and skipped: one broken app must not
+    take the dashboard down. A reference to a module (an app that registers its own)
+    only imports it.
     """
-    import cityos.apps
+    from cityos.apps.registry import discover, load_part
+    from cityos.web.views import ViewSpec, register_view
 
     found = []
-    for module in sorted(pkgutil.iter_modules(cityos.apps.__path__), key=lambda m: m.name):
-        if not module.ispkg:
-            continue
-        name = f"cityos.apps.{module.name}.web"
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as error:
-            if error.name != name:
-                log.warning("dashboard layers of %s: %s", module.name, error)
-            continue
-        except Exception:  # noqa: BLE001 (a broken app must not break the dashboard)
-            log.exception("dashboard layers of %s failed to load", module.name)
-            continue
-        found.append(module.name)
+    for spec in discover():
+        loaded = False
+        for part, kind, register in (("layers", LayerSpec, register_layer),
+                                     ("views", ViewSpec, register_view)):
+            value = load_part(spec, part)
+            if value is None:
+                continue
+            loaded = True
+            if isinstance(value, ModuleType):
+                continue
+            for item in value:
+                if isinstance(item, kind):
+                    register(item)
+                else:
+                    log.warning("app %s: %s: %r is not a %s", spec.name, part, item,
+                                kind.__name__)
+        if loaded:
+            found.append(spec.name)
     return found

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from cityos.cli import _fail, _open_store, settings_options
+from cityos.appkit.cli import fail, open_store, settings_options
 from cityos.config import Settings
 
 app = typer.Typer(no_args_is_help=True,
@@ -54,9 +54,9 @@ def run(
                                 use_cache=cache, threads_per_worker=threads,
                                 progress=bar.step)
     except (StudyError, InputError) as error:
-        _fail(str(error), code=2)
+        fail(str(error), code=2)
     except FileNotFoundError as error:
-        _fail(str(error), code=2)
+        fail(str(error), code=2)
     currency = results.economics.get("currency", "")
     typer.echo("")
     for package in results.packages:
@@ -79,7 +79,7 @@ def report(
     try:
         path = write_report(out_dir, html)
     except (FileNotFoundError, ValueError) as error:
-        _fail(str(error), code=2)
+        fail(str(error), code=2)
     typer.echo(f"wrote {path}")
 
 
@@ -115,13 +115,13 @@ def publish(
     try:
         results = load_results(out_dir)
     except (FileNotFoundError, ValueError) as error:
-        _fail(str(error), code=2)
+        fail(str(error), code=2)
     if package is not None and package not in results.packages:
-        _fail(f"--package: {package!r} is not one of {', '.join(results.packages)}", code=2)
+        fail(f"--package: {package!r} is not one of {', '.join(results.packages)}", code=2)
     if return_period is not None and float(return_period) not in results.return_periods:
-        _fail(f"--return-period: {return_period:g} was not modelled "
+        fail(f"--return-period: {return_period:g} was not modelled "
               f"({', '.join(f'{t:g}' for t in results.return_periods)})", code=2)
-    store = _open_store(settings)
+    store = open_store(settings)
     try:
         ids = publish_study(store, tenant or settings.default_tenant, results,
                             study_id=study_id or Path(out_dir).resolve().name,

@@ -29,8 +29,8 @@ import numpy as np
 import yaml
 from shapely.geometry import LineString, box, mapping
 
+from cityos.appkit.demo import CITY_CENTRE
 from cityos.core.geo import utm_epsg
-from cityos.demo import CITY_CENTRE
 
 STUDY_TYPE = "FloodRiskStudy"
 AREA_TYPE = "FloodHazardArea"

@@ -9,8 +9,8 @@ area, its headline numbers on the entity.
 
 from __future__ import annotations
 
+from cityos.appkit.dashboard import ColorSteps, LayerSpec
 from cityos.apps.floodrisk.demo import AREA_TYPE, DEPTH_CLASSES_M, STUDY_TYPE
-from cityos.web.layers import ColorSteps, LayerSpec, register_layer
 
 DEPTH_COLOURS = ("#9ecae1", "#4292c6", "#2171b5", "#08306b")
 
@@ -23,6 +23,3 @@ FLOODRISK_LAYERS = (
               color="#3a6ea5", geometry="point", cluster=False, order=31, marker="square",
               visible=False),
 )
-
-for _spec in FLOODRISK_LAYERS:
-    register_layer(_spec)

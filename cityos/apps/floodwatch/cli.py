@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from cityos.cli import _fail, _open_store, settings_options
+from cityos.appkit.cli import fail, open_store, settings_options
 from cityos.config import Settings
 from cityos.core.clock import now as clock_now
 
@@ -60,7 +60,7 @@ def pumps_evaluate(
     from cityos.core.progress import Progress
 
     if scenario not in ("beta", "demo", "both"):
-        _fail(f"--scenario: {scenario!r} is not beta, demo or both")
+        fail(f"--scenario: {scenario!r} is not beta, demo or both")
     scenarios = {"beta": ("pystorms beta", evaluate_pystorms_beta),
                  "demo": ("demo catchment", evaluate_demo_catchment)}
     chosen = list(scenarios) if scenario == "both" else [scenario]
@@ -100,11 +100,11 @@ def report(
         try:
             return parse_datetime(value, name).timestamp()
         except ValueError as error:
-            _fail(f"--{name}: {error}")
+            fail(f"--{name}: {error}")
 
     end = instant(until, "until", clock_now())
     begin = instant(since, "since", end - 30 * 86_400.0)
-    store = _open_store(settings)
+    store = open_store(settings)
     try:
         tenant = tenant or settings.default_tenant
         records = [history.site_record(store, tenant, site, start_t=begin, end_t=end)
@@ -113,9 +113,9 @@ def report(
         store.close()
     records = [r for r in records if len(r.depth_t)]
     if not records:
-        _fail(f"tenant {tenant!r} has no flood-sensor readings in that period")
+        fail(f"tenant {tenant!r} has no flood-sensor readings in that period")
     try:
         path = write_report(output, records, ReportOptions(tz=tz))
     except ValueError as error:
-        _fail(str(error))
+        fail(str(error))
     typer.echo(f"wrote {path} ({len(records)} sites)")

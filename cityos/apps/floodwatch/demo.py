@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 import numpy as np
 from scipy.signal import lfilter
 
+from cityos.appkit.demo import CITY_CENTRE
 from cityos.apps.floodwatch.synthetic import (
     SiteParams,
     Storm,
@@ -44,7 +45,6 @@ from cityos.apps.floodwatch.synthetic import (
     tipping_bucket,
 )
 from cityos.core.timefmt import format_datetime
-from cityos.demo import CITY_CENTRE
 
 DEMO_SEED = 0
 UTC_OFFSET_H = 8.0  # Kuala Lumpur time, for the afternoon storms

@@ -63,6 +63,7 @@ from datetime import UTC, datetime
 import numpy as np
 import orjson
 
+from cityos.appkit.demo import DemoContext
 from cityos.apps.floodwatch.demo import (
     GAUGE_TIP_MM,
     GAUGES,
@@ -76,7 +77,6 @@ from cityos.apps.floodwatch.synthetic import SiteParams, Storm, storm_rain
 from cityos.core.clock import now as clock_now
 from cityos.core.errors import BadRequestData
 from cityos.core.timefmt import format_datetime, parse_datetime
-from cityos.demo import DemoContext
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,7 @@ lets operators switch pumps, and opens the event report.
 
 from __future__ import annotations
 
-from cityos.web.layers import ColorCategories, ColorSteps, LayerSpec, register_layer
-from cityos.web.views import ViewSpec, register_view
+from cityos.appkit.dashboard import ColorCategories, ColorSteps, LayerSpec, ViewSpec
 
 FLOOD_LAYERS = (
     LayerSpec("WaterObserved", {"en": "Flood sensors", "ja": "冠水センサー"}, color="#48cae4",
@@ -28,8 +27,7 @@ FLOOD_LAYERS = (
                                                "off": {"en": "Stopped", "ja": "停止"}})),
 )
 
-for _spec in FLOOD_LAYERS:
-    register_layer(_spec)
-
-register_view(ViewSpec("floodwatch", {"en": "Flood watch", "ja": "冠水監視"},
-                       "/apps/floodwatch/watch", order=20))
+FLOOD_VIEWS = (
+    ViewSpec("floodwatch", {"en": "Flood watch", "ja": "冠水監視"}, "/apps/floodwatch/watch",
+             order=20),
+)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from cityos.cli import _fail, _open_store, settings_options
+from cityos.appkit.cli import fail, open_store, settings_options
 from cityos.config import Settings
 
 app = typer.Typer(no_args_is_help=True, help="Ground deformation from InSAR.")
@@ -30,7 +30,7 @@ def _points(directory: Path):
     try:
         return PointStore.open(directory)
     except PointStoreError as error:
-        _fail(str(error), 2)
+        fail(str(error), 2)
 
 
 def _format_error(error: Exception) -> typing.NoReturn:
@@ -132,12 +132,12 @@ def publish(settings: Settings, store: Path = typer.Option(..., "--store", help=
         vertical = None
     except ValueError as error:  # served in its own direction; assets need vertical motion
         vertical = error
-    context = _open_store(settings)
+    context = open_store(settings)
     try:
         publish_product(context, store)
         results = refresh_customers(points, context) if vertical is None else {}
     except ValueError as error:
-        _fail(str(error))
+        fail(str(error))
     finally:
         context.close()
     if vertical is not None:
@@ -169,7 +169,7 @@ def area(settings: Settings,
         named = [(feature_id(f, n, str(polygon)), f) for n, f in enumerate(features, 1)]
     except AssetFormatError as error:
         _format_error(error)
-    context = _open_store(settings)
+    context = open_store(settings)
     try:
         for local, feature in named:
             name = (feature.get("properties") or {}).get("name") or local
@@ -178,7 +178,7 @@ def area(settings: Settings,
                      trend_change_alert=trend_change)
             typer.echo(f"{tenant}: area {local} ({name})")
     except NgsiLdError as error:
-        _fail(f"{polygon}: {error.detail}", 2)
+        fail(f"{polygon}: {error.detail}", 2)
     finally:
         context.close()
 
@@ -265,7 +265,7 @@ def report(
     except (AssetFormatError, LevellingFormatError) as error:
         _format_error(error)
     except ValueError as error:
-        _fail(str(error))
+        fail(str(error))
     path = write_report(html, points, **sections)
     typer.echo(f"wrote {path}")
 

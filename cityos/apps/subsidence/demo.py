@@ -36,7 +36,7 @@ DEMO_ACCELERATION_THRESHOLD = 5.0
 
 def demo_options() -> dict:
     """The arguments of :func:`~cityos.apps.subsidence.synthetic.write_demo_product` for
-    the demo: the city centred on :data:`cityos.demo.CITY_CENTRE` (the default), its
+    the demo: the city centred on :data:`cityos.appkit.demo.CITY_CENTRE` (the default), its
     layout at :data:`DEMO_SCALE` with bowls :data:`DEMO_BOWL_WIDTH` as wide."""
     from cityos.apps.subsidence.synthetic import DemoCity
 

@@ -1,7 +1,7 @@
 """A synthetic sinking metropolis with known truth, written the way InSAR processors do.
 
 The city (:class:`DemoCity`) is laid out around a centre, by default the demo city's
-:data:`cityos.demo.CITY_CENTRE` (101.6958 E, 3.1466 N), over 0.25 x 0.20 degrees (about
+:data:`cityos.appkit.demo.CITY_CENTRE` (101.6958 E, 3.1466 N), over 0.25 x 0.20 degrees (about
 28 x 22 km) at ``scale`` 1; ``scale`` shrinks or grows the layout (positions, extent,
 bowl widths) about the centre. Its ground moves vertically only:
 
@@ -49,7 +49,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cityos.demo import CITY_CENTRE
+from cityos.appkit.demo import CITY_CENTRE
 
 from .fit import decimal_years, fit_series
 from .products import SENTINEL1_WAVELENGTH_M
@@ -511,7 +511,7 @@ def write_demo_product(directory, *, points_side: int = 200, n_dates: int = 100,
     building_scale : float
         Multiplies the footprints' sides (12-40 m by 15-90 m at 1).
     centre : (lon, lat), optional
-        Where the city lies; default :data:`cityos.demo.CITY_CENTRE`.
+        Where the city lies; default :data:`cityos.appkit.demo.CITY_CENTRE`.
     scale : float
         Size of the city's layout (1: 28 x 22 km; see :class:`DemoCity`).
     city : DemoCity, optional

@@ -10,8 +10,7 @@ summarised are coloured by their risk class; areas of interest are outlined. The
 
 from __future__ import annotations
 
-from cityos.web.layers import ColorCategories, ColorSteps, LayerSpec, register_layer
-from cityos.web.views import ViewSpec, register_view
+from cityos.appkit.dashboard import ColorCategories, ColorSteps, LayerSpec, ViewSpec
 
 #: Diverging velocity scale (mm/yr), sinking red to rising blue; the pages use it too.
 VELOCITY_STEPS = ColorSteps(
@@ -40,12 +39,11 @@ SUBSIDENCE_LAYERS = (
               color="#9d4edd", geometry="polygon", order=10, visible=False),
 )
 
-for _spec in SUBSIDENCE_LAYERS:
-    register_layer(_spec)
-
-register_view(ViewSpec("subsidence", {"en": "Ground motion", "ja": "地盤変動"},
-                       "/apps/subsidence/pages/ground", order=30))
-register_view(ViewSpec("subsidence-profile", {"en": "Asset profile", "ja": "縦断プロファイル"},
-                       "/apps/subsidence/pages/profile", order=31))
-register_view(ViewSpec("subsidence-levelling", {"en": "Levelling", "ja": "水準測量との比較"},
-                       "/apps/subsidence/pages/levelling", order=32))
+SUBSIDENCE_VIEWS = (
+    ViewSpec("subsidence", {"en": "Ground motion", "ja": "地盤変動"},
+             "/apps/subsidence/pages/ground", order=30),
+    ViewSpec("subsidence-profile", {"en": "Asset profile", "ja": "縦断プロファイル"},
+             "/apps/subsidence/pages/profile", order=31),
+    ViewSpec("subsidence-levelling", {"en": "Levelling", "ja": "水準測量との比較"},
+             "/apps/subsidence/pages/levelling", order=32),
+)

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import typer
 
+from cityos.appkit.cli import fail as _fail
+from cityos.appkit.cli import open_store as _open_store
+from cityos.appkit.cli import settings_options
 from cityos.apps.transit.evaluate_cli import evaluate_command
-from cityos.cli import _fail, _open_store, settings_options
 from cityos.config import Settings
 from cityos.core.errors import NgsiLdError
 

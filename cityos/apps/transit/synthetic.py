@@ -70,6 +70,7 @@ from pathlib import Path
 import numpy as np
 from pyproj import Geod, Transformer
 
+from cityos.appkit.demo import CITY_CENTRE
 from cityos.apps.transit.models import (
     Agency,
     DayTrace,
@@ -84,7 +85,6 @@ from cityos.apps.transit.models import (
     Trip,
     service_day_origin,
 )
-from cityos.demo import CITY_CENTRE
 
 # ============================================================== the demo network
 TIMEZONE = "Asia/Kuala_Lumpur"
@@ -113,7 +113,7 @@ HOLIDAYS = ((8, 31), (9, 16))
 class RouteDesign:
     """One route of the demo network.
 
-    ``corners`` are (east, north) offsets from :data:`cityos.demo.CITY_CENTRE` in
+    ``corners`` are (east, north) offsets from :data:`cityos.appkit.demo.CITY_CENTRE` in
     milli-degrees, along the basemap's avenues; empty for the Ring Road loop.
     ``headway_min`` is (weekday peak, weekday off-peak, evening, weekend).
     """

@@ -9,8 +9,7 @@ The analytics charts and the service-alert desk are a dashboard view.
 
 from __future__ import annotations
 
-from cityos.web.layers import ColorCategories, ColorSteps, LayerSpec, register_layer
-from cityos.web.views import ViewSpec, register_view
+from cityos.appkit.dashboard import ColorCategories, ColorSteps, LayerSpec, ViewSpec
 
 #: Punctuality classes: colour and title per language.
 PUNCTUALITY = {
@@ -39,9 +38,7 @@ TRANSIT_LAYERS = (
                                   ("#f72585", "#ffd166", "#90be6d"), unit="km/h")),
 )
 
-for _spec in TRANSIT_LAYERS:
-    register_layer(_spec)
-
-register_view(ViewSpec("transit-analytics",
-                       {"en": "Bus analytics", "ja": "バス運行分析"},
-                       "/apps/transit/analytics", order=10))
+TRANSIT_VIEWS = (
+    ViewSpec("transit-analytics", {"en": "Bus analytics", "ja": "バス運行分析"},
+             "/apps/transit/analytics", order=10),
+)
