@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from cityos.core.errors import BadRequestData
+from cityos.core.ngsi_ld.ids import check_uri, is_uri
 from cityos.core.timefmt import canonical_datetime
 
 ATTRIBUTE_TYPES = ("Property", "Relationship", "GeoProperty", "LanguageProperty")
@@ -28,13 +29,9 @@ GEOJSON_GEOMETRY_TYPES = {
     "Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon",
 }
 
-_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:[^\s<>\"{}|\\^`]+$")
-_NAME = re.compile(r"^[^\s<>\"'=;()\[\]{}]+$")
-
-
-def is_uri(text: Any) -> bool:
-    """True when ``text`` is an absolute URI, as NGSI-LD requires for ids."""
-    return isinstance(text, str) and bool(_URI.match(text))
+#: A type or attribute name: no space, no control character, none of NGSI-LD's
+#: forbidden characters. (Ids are URIs: cityos.core.ngsi_ld.ids.)
+_NAME = re.compile(r"^[^\s\x00-\x1f\x7f-\x9f<>\"'=;()\[\]{}]+\Z")
 
 
 def check_attribute_name(name: str, where: str = "") -> None:
@@ -76,9 +73,7 @@ def normalise_entity(body: Any, *, where: str = "", require_type: bool = True) -
         raise BadRequestData(f"{where}an entity must be a JSON object")
     entity: dict = {}
     if "id" in body or require_type:
-        if not is_uri(body.get("id")):
-            raise BadRequestData(f"{where}id: {body.get('id')!r} is not a URI")
-        entity["id"] = body["id"]
+        entity["id"] = check_uri(body.get("id"), f"{where}id")
     if "type" in body or require_type:
         types = body.get("type")
         names = types if isinstance(types, list) else [types]
@@ -162,8 +157,7 @@ def _normalise_instance(name: str, value: Any, where: str) -> dict:
             raise BadRequestData(f"{where}{name}.unitCode must be a non-empty string")
         out["unitCode"] = value["unitCode"]
     if "datasetId" in value:
-        if not is_uri(value["datasetId"]):
-            raise BadRequestData(f"{where}{name}.datasetId: {value['datasetId']!r} is not a URI")
+        check_uri(value["datasetId"], f"{where}{name}.datasetId")
         out["datasetId"] = value["datasetId"]
     for key in ("lang", "objectType"):
         if key in value:

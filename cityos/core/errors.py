@@ -6,6 +6,10 @@ The API turns each into a ProblemDetails body (RFC 7807) with the matching statu
 from __future__ import annotations
 
 ERROR_BASE = "https://uri.etsi.org/ngsi-ld/errors/"
+#: C0 and C1 control characters, written ``\\uXXXX`` in every error detail: a detail
+#: often quotes what the client sent (an id from a URL), and a raw control character
+#: would reach a terminal or a log line as it is.
+_CONTROL_ESCAPES = {c: f"\\u{c:04x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
 
 
 class NgsiLdError(Exception):
@@ -22,6 +26,8 @@ class NgsiLdError(Exception):
     status = 500
 
     def __init__(self, detail: str):
+        if isinstance(detail, str):
+            detail = detail.translate(_CONTROL_ESCAPES)
         super().__init__(detail)
         self.detail = detail
 

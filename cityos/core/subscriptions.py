@@ -47,6 +47,7 @@ from cityos.core.errors import (
 )
 from cityos.core.events import EntityEvent
 from cityos.core.ngsi_ld.context import CORE_CONTEXT_URL, JSONLD_CONTEXT_REL
+from cityos.core.ngsi_ld.ids import check_uri
 from cityos.core.timefmt import format_datetime, now_utc, parse_datetime
 
 log = logging.getLogger(__name__)
@@ -118,8 +119,8 @@ def validate_subscription(body: Any, context: Any = None, *, max_q_length: int =
     sub_id = body.get("id")
     if sub_id is None:
         sub_id = f"urn:ngsi-ld:Subscription:{uuid.uuid4()}"
-    elif not is_uri(sub_id):
-        raise BadRequestData(f"id: {sub_id!r} is not a URI")
+    else:
+        check_uri(sub_id, "id")
     sub["id"] = sub_id
     if body.get("type", "Subscription") != "Subscription":
         raise BadRequestData(f"type: {body['type']!r} must be 'Subscription'")
@@ -217,12 +218,12 @@ def _entity_selectors(value: Any) -> list[dict]:
         if not isinstance(item, dict):
             raise BadRequestData(f"{where}: expected an object with type, id or idPattern")
         kind = item.get("type")
-        if not isinstance(kind, str) or not kind or any(c in kind for c in " ;,()|"):
+        if (not isinstance(kind, str) or not kind or not kind.isprintable()
+                or any(c in kind for c in " ;,()|")):
             raise BadRequestData(f"{where}.type: {kind!r} is not an entity type")
         selector = {"type": kind}
         if item.get("id") is not None:
-            if not is_uri(item["id"]):
-                raise BadRequestData(f"{where}.id: {item['id']!r} is not a URI")
+            check_uri(item["id"], f"{where}.id")
             selector["id"] = item["id"]
         if item.get("idPattern") is not None:
             pattern = item["idPattern"]

@@ -23,11 +23,11 @@ import orjson
 from cityos.core.entities import (
     ATTRIBUTE_TYPES,
     RESERVED_KEYS,
-    is_uri,
     key_value_to_attribute,
     normalise_entity,
 )
 from cityos.core.errors import BadRequestData, NgsiLdError
+from cityos.core.ngsi_ld.ids import escaped, uri_problem
 from cityos.core.timefmt import canonical_datetime, format_datetime
 
 TOPIC_ROOT = "cityos"
@@ -66,10 +66,13 @@ def entity_urn(entity_type: str, entity_id: str, field: str = "id") -> str:
     """
     if isinstance(entity_id, str) and _SHORT_ID.match(entity_id):
         return f"urn:ngsi-ld:{entity_type}:{entity_id}"
-    if is_uri(entity_id):
+    problem = uri_problem(entity_id)
+    if problem is None:
         return entity_id
-    raise BadRequestData(f"{field}: {entity_id!r} is not a URI or a short id "
-                         "(letters, digits, '-', '_', '.', '~')")
+    shown = f"'{escaped(entity_id)}'" if isinstance(entity_id, str) else repr(entity_id)
+    because = f": {problem}" if isinstance(entity_id, str) else ""
+    raise BadRequestData(f"{field}: {shown} is not a URI or a short id "
+                         f"(letters, digits, '-', '_', '.', '~'){because}")
 
 
 def parse_topic(topic: str, allowed_tenants: list[str] | None = None) -> tuple[str, str, str]:
@@ -87,6 +90,7 @@ def parse_topic(topic: str, allowed_tenants: list[str] | None = None) -> tuple[s
         outside ``allowed_tenants`` (when that is given).
     """
     levels = topic.split("/")
+    topic = escaped(topic)  # as shown in the reasons: no raw control character
     if len(levels) != 4:
         raise BadRequestData(f"topic {topic} has {len(levels)} levels, expected {TOPIC_SHAPE}")
     root, tenant, entity_type, entity_id = levels

@@ -149,6 +149,12 @@ def _in_reading_order(doc: dict) -> dict:
     return head
 
 
+def _storable(entity_ids) -> list[str]:
+    """The ids PostgreSQL can hold: text cannot contain U+0000, so an id with one was
+    never stored and looking it up must find nothing (not fail with a DataError)."""
+    return [i for i in entity_ids if "\x00" not in i]
+
+
 def _creation_stripe(tenant: str, entity_id: str) -> int:
     return zlib.crc32(f"{tenant}\x1f{entity_id}".encode()) % _CREATE_STRIPES
 
@@ -190,6 +196,9 @@ class _PostgresTransaction(StoreTransaction):
         return found
 
     def _select_for_update(self, entity_ids: list[str]) -> dict[str, StoredEntity]:
+        entity_ids = _storable(entity_ids)
+        if not entity_ids:
+            return {}
         rows = self.conn.execute(
             "SELECT id, doc, created_us, modified_us FROM entities "
             "WHERE tenant = %s AND id = ANY(%s) ORDER BY id FOR UPDATE",
@@ -310,8 +319,10 @@ class PostgresStore(ContextStore):
     def scan(self, tenant, *, types=None, ids=None, id_pattern=None, bbox=None):
         # id_pattern is left to the caller: PostgreSQL's regular expressions are not
         # Python's, and a prefilter that disagreed would drop matches
-        if ids is not None and not ids:
-            return
+        if ids is not None:
+            ids = _storable(ids)
+            if not ids:
+                return
         where = ["tenant = %s"]
         params: list = [tenant]
         if types:
@@ -340,6 +351,8 @@ class PostgresStore(ContextStore):
             after = rows[-1][0]
 
     def history(self, tenant, entity_id, attrs, start_us, end_us, last_n):
+        if not _storable([entity_id]):
+            return []
         # Walk the entity's series (attribute, dataset) with a loose index scan, then
         # read each series' time range (or its last N, newest first, LIMIT N) from the
         # unique index: no query reads rows of the entity outside the range asked for.
@@ -384,6 +397,8 @@ class PostgresStore(ContextStore):
                 for attribute, dataset, observed, etype, instance, number in rows]
 
     def delete_history(self, tenant, entity_id):
+        if not _storable([entity_id]):
+            return 0
         with self._pool.connection() as conn:
             return conn.execute("DELETE FROM history WHERE tenant = %s AND entity_id = %s",
                                 (tenant, entity_id)).rowcount

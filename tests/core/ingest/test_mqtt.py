@@ -134,7 +134,7 @@ def test_bad_messages_are_dead_lettered_and_ingestion_goes_on(store, running):
         ("cityos/north/Vehicle/bus-1", "observedAt: 'yesterday' is not an ISO 8601 date-time"),
         ("cityos/north/Vehicle/bus 1",
          "topic cityos/north/Vehicle/bus 1: entityId: 'bus 1' is not a URI or a short id "
-         "(letters, digits, '-', '_', '.', '~')"),
+         "(letters, digits, '-', '_', '.', '~'): space \\u0020 at position 4"),
         ("cityos/north/Vehicle/bus-1",
          "payload is not UTF-8: 'utf-8' codec can't decode byte 0xff in position 2: "
          "invalid start byte"),

@@ -102,7 +102,7 @@ def test_topic_tenant_for_filing_dead_letters():
      "(letters, digits, '-', '_', '.', at most 64)"),
     ("cityos/acme/Vehicle/bus 1",
      "topic cityos/acme/Vehicle/bus 1: entityId: 'bus 1' is not a URI or a short id "
-     "(letters, digits, '-', '_', '.', '~')"),
+     "(letters, digits, '-', '_', '.', '~'): space \\u0020 at position 4"),
 ])
 def test_bad_topics(topic, reason):
     with pytest.raises(BadRequestData) as caught:
@@ -163,7 +163,8 @@ def test_http_items_need_id_and_type():
         ({"type": "Vehicle", "speed": 1}, "entity 2: id is missing"),
         ({"id": "bus-1", "speed": 1}, "entity 2: type is missing"),
         ({"id": "bus 1", "type": "Vehicle", "speed": 1},
-         "entity 2: id: 'bus 1' is not a URI or a short id (letters, digits, '-', '_', '.', '~')"),
+         "entity 2: id: 'bus 1' is not a URI or a short id (letters, digits, '-', '_', '.', '~'): "
+         "space \\u0020 at position 4"),
         ({"id": 7, "type": "Vehicle", "speed": 1},
          "entity 2: id: 7 is not a URI or a short id (letters, digits, '-', '_', '.', '~')"),
         ({"id": "bus-1", "type": 5, "speed": 1}, "entity 2: type: 5 is not a valid entity type"),

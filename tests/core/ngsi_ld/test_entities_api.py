@@ -40,7 +40,7 @@ def test_create_twice_is_already_exists(client):
 def test_create_checks_the_entity(client):
     body = problem(client.post(f"{API}/entities", json={"id": "bus 1", "type": "Vehicle"}),
                    400, "BadRequestData")
-    assert body["detail"] == "id: 'bus 1' is not a URI"
+    assert body["detail"] == "id: 'bus 1' is not a URI (space \\u0020 at position 4)"
     body = problem(client.post(f"{API}/entities", json={"id": BUS, "type": "Vehicle",
                                                         "speed": 3}), 400, "BadRequestData")
     assert body["detail"].startswith("speed: an attribute must be an object")
