@@ -3,6 +3,8 @@
 #   make test    the whole test suite against the real PostgreSQL, Mosquitto, Redis, NATS
 #   make bench   every benchmark in bench/ (one table each)
 #   make lint    ruff
+#   make conformance   the ETSI NGSI-LD suite (Consumption, Provision, Subscription) against
+#                the pass list tests/conformance/expected-pass.txt (docs/conformance.md)
 
 PYTHON ?= python3
 VENV := .venv
@@ -14,7 +16,7 @@ ENSURE_SERVICES := if [ -f scripts/ensure-services.sh ]; then bash scripts/ensur
 BENCH ?= $(sort $(filter-out bench/_%,$(wildcard bench/*.py)))
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test bench lint
+.PHONY: venv demo test bench lint conformance
 
 venv: $(STAMP)
 
@@ -45,3 +47,7 @@ bench: venv
 
 lint: venv
 	$(BIN)/ruff check cityos tests bench
+
+# the whole suite (minutes); CI runs the quick groups only (.ci/run)
+conformance: venv
+	bash scripts/conformance.sh

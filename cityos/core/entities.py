@@ -17,13 +17,20 @@ from cityos.core.errors import BadRequestData
 from cityos.core.ngsi_ld.ids import check_uri, is_uri
 from cityos.core.timefmt import canonical_datetime
 
-ATTRIBUTE_TYPES = ("Property", "Relationship", "GeoProperty", "LanguageProperty")
+ATTRIBUTE_TYPES = ("Property", "Relationship", "GeoProperty", "LanguageProperty",
+                   "JsonProperty", "VocabProperty", "ListProperty", "ListRelationship")
+#: The member holding the value of each attribute type (clause 4.5.2 onwards).
+VALUE_MEMBERS = {"Property": "value", "GeoProperty": "value", "Relationship": "object",
+                 "LanguageProperty": "languageMap", "JsonProperty": "json",
+                 "VocabProperty": "vocab", "ListProperty": "valueList",
+                 "ListRelationship": "objectList"}
 GEO_ATTRIBUTE_NAMES = ("location", "observationSpace", "operationSpace")
 RESERVED_KEYS = {"id", "type", "@context", "scope", "createdAt", "modifiedAt", "deletedAt"}
 #: Members of an attribute that are not sub-attributes.
 ATTRIBUTE_MEMBERS = {
     "type", "value", "object", "languageMap", "observedAt", "unitCode", "datasetId",
-    "createdAt", "modifiedAt", "instanceId", "lang", "objectType",
+    "createdAt", "modifiedAt", "instanceId", "lang", "objectType", "json", "vocab",
+    "valueList", "objectList",
 }
 GEOJSON_GEOMETRY_TYPES = {
     "Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon",
@@ -111,6 +118,27 @@ def normalise_attribute(name: str, value: Any, *, where: str = "") -> dict | lis
     return _normalise_instance(name, value, where)
 
 
+def _typed_value(name: str, kind: str, value: dict, where: str) -> dict:
+    """The value member of a JsonProperty, VocabProperty, ListProperty or
+    ListRelationship, checked."""
+    member = VALUE_MEMBERS[kind]
+    found = value.get(member)
+    if found is None:
+        raise BadRequestData(f"{where}{name}: a {kind} needs a {member!r}")
+    if kind == "VocabProperty":
+        terms = found if isinstance(found, list) else [found]
+        if not terms or not all(isinstance(t, str) and t for t in terms):
+            raise BadRequestData(f"{where}{name}: 'vocab' must be a term or a list of terms")
+    elif kind == "ListProperty" and not isinstance(found, list):
+        raise BadRequestData(f"{where}{name}: 'valueList' must be an array")
+    elif kind == "ListRelationship":
+        objects = [o.get("object") if isinstance(o, dict) else o
+                   for o in (found if isinstance(found, list) else [None])]
+        if not objects or not all(is_uri(o) for o in objects):
+            raise BadRequestData(f"{where}{name}: 'objectList' must be an array of URIs")
+    return {member: found}
+
+
 def _first_repeat(items: list) -> Any:
     seen = set()
     for item in items:
@@ -140,6 +168,8 @@ def _normalise_instance(name: str, value: Any, where: str) -> dict:
         if not isinstance(lm, dict) or not lm:
             raise BadRequestData(f"{where}{name}: a LanguageProperty needs a 'languageMap'")
         out["languageMap"] = lm
+    elif kind in ("JsonProperty", "VocabProperty", "ListProperty", "ListRelationship"):
+        out.update(_typed_value(name, kind, value, where))
     else:
         if "value" not in value or value["value"] is None:
             raise BadRequestData(f"{where}{name}: a {kind} needs a 'value'")

@@ -22,6 +22,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from cityos.core.entities import entity_types, is_uri
 from cityos.core.errors import BadRequestData, ResourceNotFound
 from cityos.core.ngsi_ld import query_params as qp
+from cityos.core.ngsi_ld import versions
 from cityos.core.ngsi_ld.api import (
     RESULTS_COUNT_HEADER,
     bool_param,
@@ -391,9 +392,15 @@ def retrieve_entity(entity_id: str, request: Request,
         rendered = renderer.render(record)
     if is_empty(rendered):
         raise ResourceNotFound(f"entity {entity_id}: pick / omit leave nothing of it")
+    status, headers = 200, {}
+    version = versions.preferred_version(request.headers.get("prefer"))
+    if version is not None:
+        rendered, altered = versions.downgrade_entity(rendered, version)
+        status = 203 if altered else 200
+        headers["Preference-Applied"] = versions.applied(version)
     if media == GEO_JSON:
         rendered = renderer.feature(record, rendered, out.geometry_property)
-    return respond_entities(rendered, media, context)
+    return respond_entities(rendered, media, context, status, headers)
 
 
 @router.post("/entityOperations/query",

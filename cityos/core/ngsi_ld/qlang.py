@@ -533,6 +533,8 @@ def _term_holds(term: Term, entity: dict) -> bool:
         return any(_searches(term, t) for t in targets)
     if op == "!~=":
         return any(not _searches(term, t) for t in targets)
+    if _relationship(term.path, entity):
+        return False  # clause 4.9: ordering a Relationship never matches
     query = term.values[0]
     for target in targets:
         for item in (target if isinstance(target, list) else (target,)):
@@ -563,6 +565,14 @@ def _equals(term: Term, target: Any) -> bool:
     return False
 
 
+def _relationship(path: AttrPath, entity: dict) -> bool:
+    attr = entity.get(path.name)
+    if path.sub or attr is None:
+        return False
+    return any(isinstance(i, dict) and i.get("type") in ("Relationship", "ListRelationship")
+               for i in (attr if isinstance(attr, list) else (attr,)))
+
+
 def _searches(term: Term, target: Any) -> bool:
     return any(isinstance(item, str) and term.regex.search(item) is not None
                for item in (target if isinstance(target, list) else (target,)))
@@ -589,6 +599,7 @@ def _targets(path: AttrPath, entity: dict) -> list:
                              if isinstance(s, dict))
         nodes = below
     values: list = []
+    any_language: list = []
     for node in nodes:
         kind = node.get("type")
         if kind == "Relationship":
@@ -597,10 +608,22 @@ def _targets(path: AttrPath, entity: dict) -> list:
         elif kind == "LanguageProperty":
             language_map = node.get("languageMap")
             if isinstance(language_map, dict):
+                if path.compound[:1] == ("*",):  # name[*]: any language
+                    any_language.append(_strings(language_map))
+                    continue
                 values.append(language_map if path.compound else _strings(language_map))
+        elif kind == "ListRelationship":
+            values.append([o.get("object") if isinstance(o, dict) else o
+                           for o in node.get("objectList") or []])
+        elif kind in _VALUE_OF:
+            if _VALUE_OF[kind] in node:
+                values.append(node[_VALUE_OF[kind]])
         elif "value" in node:
             values.append(node["value"])
-    return _walk(values, path.compound)
+    return _walk(values, path.compound) + any_language
+
+
+_VALUE_OF = {"JsonProperty": "json", "VocabProperty": "vocab", "ListProperty": "valueList"}
 
 
 def _strings(language_map: dict) -> list:

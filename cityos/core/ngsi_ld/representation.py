@@ -15,16 +15,45 @@ from typing import Any
 import orjson
 from fastapi import Response
 
-from cityos.core.entities import RESERVED_KEYS, attribute_instances, to_key_values
+from cityos.core.entities import RESERVED_KEYS, VALUE_MEMBERS, attribute_instances
 from cityos.core.ngsi_ld.context import GEO_JSON, JSON_LD, LdContext, compact_entity
 from cityos.core.ngsi_ld.languages import LanguagePreference, filter_languages
 from cityos.core.ngsi_ld.projection import Projection, is_empty, project
 from cityos.core.store.base import StoredEntity
 from cityos.core.timefmt import format_datetime, from_micros
 
-#: Members of an attribute instance that concise keeps as they are.
-_VALUE_MEMBERS = {"Property": "value", "GeoProperty": "value", "Relationship": "object",
-                  "LanguageProperty": "languageMap"}
+_VALUE_MEMBERS = VALUE_MEMBERS
+#: Attribute types whose simplified value is wrapped in its member (clause 4.5.4).
+_WRAPPED = ("LanguageProperty", "JsonProperty", "VocabProperty")
+
+
+def simplified_value(instance: dict) -> Any:
+    """One attribute instance in the simplified form: the bare value, object, list,
+    or ``{"languageMap" | "json" | "vocab": ...}``."""
+    kind = instance.get("type")
+    member = _VALUE_MEMBERS.get(kind, "value")
+    if kind in _WRAPPED:
+        return {member: instance.get(member)}
+    if kind == "ListRelationship":
+        return [o.get("object") if isinstance(o, dict) else o
+                for o in instance.get(member) or []]
+    return instance.get(member)
+
+
+def to_simplified(entity: dict) -> dict:
+    """The simplified (keyValues) representation of a canonical entity; an attribute
+    with several instances is a dataset map (``{"dataset": {datasetId: value}}``, the
+    default instance under ``@none``)."""
+    out = {k: entity[k] for k in ("id", "type", "scope") if k in entity}
+    for name, attr in entity.items():
+        if name in out or name in RESERVED_KEYS:
+            continue
+        if isinstance(attr, list):
+            out[name] = {"dataset": {i.get("datasetId", "@none"): simplified_value(i)
+                                     for i in attr}}
+        else:
+            out[name] = simplified_value(attr)
+    return out
 
 
 def concise_attribute(instance: dict) -> Any:
@@ -100,7 +129,7 @@ class Renderer:
         with ``pick`` / ``omit`` (the renderer's own at the top level)."""
         entity = self.canonical(record)
         if self.form == "simplified":
-            out = to_key_values(entity)
+            out = to_simplified(entity)
         elif self.form == "concise":
             out = to_concise(entity)
         else:

@@ -331,3 +331,79 @@ def test_discovery_by_expanded_names(town):
     name_iri = "https://uri.etsi.org/ngsi-ld/default-context/name"
     assert get(town, "/attributes/" + name_iri.replace("/", "%2F"))[
         "attributeName"] == "name"
+
+
+# ============================================================ attribute types
+TYPED = {"id": "urn:ngsi-ld:Vehicle:typed", "type": "Vehicle",
+         "speed": [{"type": "Property", "value": 55},
+                   {"type": "Property", "value": 11, "datasetId": "urn:ngsi-ld:Dataset:gps"}],
+         "brandName": {"type": "LanguageProperty", "languageMap": {"en": "hi"}},
+         "street": {"type": "JsonProperty", "json": {"a": 1}},
+         "category": {"type": "VocabProperty", "vocab": "commercial"},
+         "depths": {"type": "ListProperty", "valueList": [1.2, 3.4]},
+         "parked": {"type": "Relationship", "object": "urn:ngsi-ld:Parking:1"},
+         "route": {"type": "ListRelationship",
+                   "objectList": ["urn:ngsi-ld:Road:1", "urn:ngsi-ld:Road:2"]}}
+
+
+def test_simplified_form_of_each_attribute_type(client):
+    assert client.post(f"{API}/entities", json=TYPED).status_code == 201
+    assert get(client, f"/entities/{TYPED['id']}", options="keyValues") == {
+        "id": TYPED["id"], "type": "Vehicle",
+        "speed": {"dataset": {"@none": 55, "urn:ngsi-ld:Dataset:gps": 11}},
+        "brandName": {"languageMap": {"en": "hi"}}, "street": {"json": {"a": 1}},
+        "category": {"vocab": "commercial"}, "depths": [1.2, 3.4],
+        "parked": "urn:ngsi-ld:Parking:1", "route": ["urn:ngsi-ld:Road:1",
+                                                     "urn:ngsi-ld:Road:2"]}
+
+
+@pytest.mark.parametrize("attr, detail", [
+    ({"type": "VocabProperty", "vocab": 5}, "v: 'vocab' must be a term or a list of terms"),
+    ({"type": "ListProperty", "valueList": 5}, "v: 'valueList' must be an array"),
+    ({"type": "ListRelationship", "objectList": ["no uri"]},
+     "v: 'objectList' must be an array of URIs"),
+    ({"type": "JsonProperty"}, "v: a JsonProperty needs a 'json'"),
+])
+def test_typed_attributes_are_checked(client, attr, detail):
+    body = problem(client.post(f"{API}/entities", json={"id": "urn:x:1", "type": "T",
+                                                        "v": attr}), 400, "BadRequestData")
+    assert body["detail"] == detail
+
+
+def test_an_earlier_version_preference_reformats_newer_attribute_types(client):
+    client.post(f"{API}/entities", json=TYPED)
+    old = client.get(f"{API}/entities/{TYPED['id']}", headers={"Prefer": "ngsi-ld=1.5"})
+    assert old.status_code == 203
+    assert old.headers["Preference-Applied"] == "ngsi-ld=1.5"
+    assert old.json()["category"] == {"type": "Property", "value": "commercial"}
+    assert old.json()["route"]["type"] == "Relationship"
+    native = client.get(f"{API}/entities/{TYPED['id']}", headers={"Prefer": "ngsi-ld=1.9"})
+    assert native.status_code == 200
+    assert native.headers["Preference-Applied"] == "ngsi-ld=1.9"
+    assert native.json()["category"]["type"] == "VocabProperty"
+
+
+@pytest.mark.parametrize("q, matches", [
+    ('color[en]=="red"', True), ('color[en]=="rouge"', False),
+    ('color[*]=="rouge"', True), ('color[*]!="red"', False), ('color[*]!="blue"', True),
+    ('owner>"urn:a"', False), ('owner=="urn:b"', True),
+    ('address[city]=="Berlin"', True), ('address[postcode]=="Berlin"', False),
+])
+def test_q_on_languages_relationships_and_compound_members(client, q, matches):
+    client.post(f"{API}/entities", json={
+        "id": "urn:x:1", "type": "T",
+        "color": {"type": "LanguageProperty", "languageMap": {"fr": "rouge", "en": "red"}},
+        "owner": {"type": "Relationship", "object": "urn:b"},
+        "address": {"type": "Property", "value": {"city": "Berlin"}}})
+    assert len(get(client, "/entities", type="T", q=q)) == (1 if matches else 0)
+
+
+def test_a_q_term_on_a_linked_entity_needs_join(town):
+    body = problem(town.get(f"{API}/entities", params={"type": "Building",
+                                                       "q": 'locatedAt{name}=="Paris"'}),
+                   400, "BadRequestData")
+    assert body["detail"] == ("q: a term on a linked entity's attribute needs join=inline "
+                              "or join=flat")
+    problem(town.get(f"{API}/entities", params={"type": "Building", "join": "inline",
+                                                "q": 'locatedAt{name}=="Paris"'}),
+            501, "NotImplemented")
