@@ -376,7 +376,7 @@ def register_app_commands(root: typer.Typer) -> list[str]:
 
     registered = []
     known = {group.name for group in root.registered_groups}
-    for spec in discover():
+    for spec in sorted(discover(), key=lambda s: s.name):  # `cityos --help` lists A-Z
         if spec.name in known:
             continue
         group = load_part(spec, "cli")
