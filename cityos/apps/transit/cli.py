@@ -11,6 +11,7 @@ from cityos.appkit.cli import fail as _fail
 from cityos.appkit.cli import open_store as _open_store
 from cityos.appkit.cli import settings_options
 from cityos.apps.transit.evaluate_cli import evaluate_command
+from cityos.apps.transit.feed_cli import DroppedListOption, SkipInvalidOption, load_feed
 from cityos.config import Settings
 from cityos.core.errors import NgsiLdError
 
@@ -29,18 +30,17 @@ def import_gtfs(
     feed: Path = typer.Argument(..., help="GTFS zip or folder."),
     tenant: str = typer.Option(None, help="Tenant to import into [default: the default "
                                           "tenant]."),
-    skip_invalid: bool = typer.Option(False, "--skip-invalid",
-                                      help="Drop rows with errors (listed as warnings) "
-                                           "instead of stopping."),
+    skip_invalid: SkipInvalidOption = False,
+    dropped_list: DroppedListOption = None,
 ) -> None:
     """Import a GTFS feed: agencies, stops and routes become NGSI-LD entities.
 
     The whole feed is checked first. Errors are printed as `file.txt:line: field:
-    what is wrong`, nothing is written and the exit status is 2; warnings are listed
-    after the summary.
+    what is wrong`, nothing is written and the exit status is 2; the rows dropped
+    are counted by file and reason (every one of them in the --dropped-list file) and
+    the warnings listed after the summary.
     """
     from cityos.apps.transit.entities import import_feed
-    from cityos.apps.transit.gtfs import GtfsError
     from cityos.core.tenancy import check_tenant_name
 
     tenant = tenant or settings.default_tenant
@@ -48,17 +48,11 @@ def import_gtfs(
         check_tenant_name(tenant)
     except NgsiLdError as error:
         _fail(error.detail, 2)
+    reading = load_feed(feed, skip_invalid=skip_invalid, dropped_list=dropped_list,
+                        undone="nothing was imported")
     store = _open_store(settings)
     try:
-        report = import_feed(store, tenant, feed, skip_invalid=skip_invalid)
-    except GtfsError as error:
-        for problem in error.problems:
-            typer.echo(f"{feed.name}: {problem}", err=True)
-        if error.total > len(error.problems):
-            typer.echo(f"{feed.name}: ... and {error.total - len(error.problems)} more",
-                       err=True)
-        typer.echo(f"{feed.name}: {error.total} errors; nothing was imported", err=True)
-        raise typer.Exit(2) from None
+        report = import_feed(store, tenant, reading)
     except RuntimeError as error:
         _fail(str(error))
     finally:

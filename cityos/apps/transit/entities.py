@@ -10,14 +10,14 @@ route's ``location`` is the MultiLineString of the distinct shapes its trips fol
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
 
-from cityos.apps.transit.gtfs import GtfsProblem, read_feed_report
+from cityos.apps.transit.gtfs import FeedReading, GtfsProblem, read_gtfs
 from cityos.apps.transit.models import Agency, Feed, Route, Stop
+from cityos.core.clock import now_datetime
 from cityos.core.entities import normalise_entity
 
 __all__ = ["ImportReport", "agency_entity", "feed_entities", "import_feed", "route_entity",
@@ -123,6 +123,8 @@ class ImportReport:
     warnings: list[GtfsProblem]
     entities_written: int
     counts: dict[str, int] = field(default_factory=dict)
+    #: the rows left out of the feed (see :class:`~cityos.apps.transit.gtfs.FeedReading`)
+    dropped: list[GtfsProblem] = field(default_factory=list)
 
 
 def feed_counts(feed: Feed) -> dict[str, int]:
@@ -138,8 +140,8 @@ def feed_counts(feed: Feed) -> dict[str, int]:
     }
 
 
-def import_feed(store, tenant: str, path: str | Path, *, skip_invalid: bool = False,
-                batch_size: int = BATCH_SIZE) -> ImportReport:
+def import_feed(store, tenant: str, path: str | Path | FeedReading, *,
+                skip_invalid: bool = False, batch_size: int = BATCH_SIZE) -> ImportReport:
     """Read a GTFS feed and write its agencies, stops and routes to the store.
 
     The feed is read and checked in full first: when it has errors nothing is
@@ -152,10 +154,12 @@ def import_feed(store, tenant: str, path: str | Path, *, skip_invalid: bool = Fa
         Where to write.
     tenant : str
         The tenant the entities belong to.
-    path : str or Path
-        A GTFS zip or folder.
+    path : str, Path or FeedReading
+        A GTFS zip or folder, or a feed already read with
+        :func:`~cityos.apps.transit.gtfs.read_gtfs`.
     skip_invalid : bool
-        Drop rows with errors instead of stopping (see :func:`read_feed_report`).
+        Drop rows with errors instead of stopping (see :func:`read_feed_report`);
+        ignored for a feed already read.
     batch_size : int
         Entities per ``upsert_entities`` call.
 
@@ -170,7 +174,9 @@ def import_feed(store, tenant: str, path: str | Path, *, skip_invalid: bool = Fa
     RuntimeError
         When the store refuses an entity (the batches before it are written).
     """
-    feed, warnings = read_feed_report(path, skip_invalid=skip_invalid)
+    reading = path if isinstance(path, FeedReading) else \
+        read_gtfs(path, skip_invalid=skip_invalid)
+    feed, warnings, path = reading.feed, reading.warnings, reading.path
     entities = feed_entities(feed)
     written = 0
     for start in range(0, len(entities), max(1, batch_size)):
@@ -183,6 +189,7 @@ def import_feed(store, tenant: str, path: str | Path, *, skip_invalid: bool = Fa
         written += len(result.success)
     counts = feed_counts(feed)
     store.put_document(tenant, *FEED_DOCUMENT, {
-        "path": str(Path(path).resolve()), "importedAt": datetime.now(UTC).isoformat(),
-        "skipInvalid": skip_invalid, "counts": counts, "warnings": len(warnings)})
-    return ImportReport(feed, warnings, written, counts)
+        "path": str(Path(path).resolve()), "importedAt": now_datetime().isoformat(),
+        "skipInvalid": reading.skip_invalid, "counts": counts, "warnings": len(warnings),
+        "droppedRows": len(reading.dropped)})
+    return ImportReport(feed, warnings, written, counts, reading.dropped)

@@ -19,6 +19,7 @@ from typing import Annotated
 import typer
 
 from cityos.apps.transit.evaluation import EvaluationReport, evaluate
+from cityos.apps.transit.feed_cli import DroppedListOption, SkipInvalidOption, load_feed
 from cityos.apps.transit.models import Feed
 
 __all__ = ["evaluate_command", "service_weekdays"]
@@ -65,8 +66,14 @@ def evaluate_command(
                                            "scored predictions of a vehicle.")] = 30.0,
     save: Annotated[Path | None, typer.Option(
         "--save", help="Also write the trained predictor here (.npz).")] = None,
+    skip_invalid: SkipInvalidOption = False,
+    dropped_list: DroppedListOption = None,
 ) -> EvaluationReport:
-    """Train on simulated days, evaluate on the held-out next day, print the table."""
+    """Train on simulated days, evaluate on the held-out next day, print the table.
+
+    Each day is simulated when its turn comes and only its arrivals (training) or its
+    scores (the held-out day) are kept, so memory does not grow with the days.
+    """
     from cityos.apps.transit import synthetic
     from cityos.apps.transit.prediction import ArrivalPredictor
 
@@ -81,26 +88,26 @@ def evaluate_command(
     if feed_path is None:
         feed = synthetic.demo_feed(seed)
     else:
-        from cityos.apps.transit.gtfs import GtfsError, read_feed
-
-        try:
-            feed = read_feed(feed_path)
-        except GtfsError as error:
-            typer.echo(str(error), err=True)
-            raise typer.Exit(2) from None
+        feed = load_feed(feed_path, skip_invalid=skip_invalid, dropped_list=dropped_list).feed
     try:
         service_days = service_weekdays(feed, first, days + 1)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--start") from None
-    typer.echo(f"Simulating {days + 1} day(s) from {service_days[0]} ({scenario}) ...",
-               err=True)
-    simulated = [synthetic.simulate_day(feed, day, scenario, seed=seed)
-                 for day in service_days]
+    timezone = next((a.timezone for a in feed.agencies.values()), None) or "UTC"
+    typer.echo(f"Simulating {days + 1} day(s) from {service_days[0]} ({scenario}, "
+               f"{timezone}) ...", err=True)
+
+    def arrivals():
+        for day in service_days[:-1]:  # one simulated day in memory at a time
+            yield from synthetic.simulate_day(feed, day, scenario, seed=seed).arrivals
+
     predictor = ArrivalPredictor()
-    predictor.learn((a for day in simulated[:-1] for a in day.arrivals), feed)
+    predictor.learn(arrivals(), feed)
     if save is not None:
         predictor.save(save)
-    report = evaluate(feed, simulated[:-1], simulated[-1:], every_s=every_s,
-                      predictor=predictor, scenario=scenario)
+    held_out = (synthetic.simulate_day(feed, day, scenario, seed=seed)
+                for day in service_days[-1:])
+    report = evaluate(feed, [], held_out, every_s=every_s, predictor=predictor,
+                      scenario=scenario, train_day_count=days)
     typer.echo(report.table())
     return report

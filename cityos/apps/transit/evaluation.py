@@ -26,7 +26,7 @@ up to x before the predicted time (``error >= -x``) and "y late" up to y after i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -176,10 +176,105 @@ def _vehicle_runs(pings: Sequence[Ping]) -> dict[str, list[tuple[str, list[Ping]
     return out
 
 
-def evaluate(feed: Feed, train_days: Sequence[DayTrace], test_days: Sequence[DayTrace],
+class _Tally:
+    """The evaluation's aggregates, added to forecast by forecast: counts, sums of
+    absolute errors and histograms of them (for the 90th percentile) per horizon
+    bucket and method, benchmark bands, interval coverage. Its size does not depend
+    on how many predictions it has seen."""
+
+    def __init__(self) -> None:
+        n_buckets, n_methods = len(HORIZON_BUCKETS), len(METHODS)
+        self.counts = np.zeros(n_buckets, dtype=np.int64)
+        self.inside = np.zeros(n_buckets, dtype=np.int64)
+        self.abs_sum = np.zeros((n_methods, n_buckets))
+        self.hist = np.zeros((n_methods, n_buckets, _HIST_BINS), dtype=np.int64)
+        self.band_n = np.zeros((n_methods, len(BENCHMARK_BANDS)), dtype=np.int64)
+        self.band_good = np.zeros((n_methods, len(BENCHMARK_BANDS)), dtype=np.int64)
+        self.in_table = 0
+        self.inside_table = 0
+        self.predictions = 0
+
+    def add(self, made: float, actual: np.ndarray, predicted: dict[str, np.ndarray],
+            lower: np.ndarray, upper: np.ndarray) -> None:
+        """One forecast's predictions of the stops ahead (``predicted[method]``)."""
+        to_go = actual - made
+        inside = (actual >= lower) & (actual <= upper)
+        self.predictions += len(actual)
+        table = (to_go >= 0) & (to_go < HORIZON_BUCKETS[-1][1])
+        self.in_table += int(table.sum())
+        self.inside_table += int(inside[table].sum())
+        bucket = np.searchsorted(_BUCKET_EDGES, to_go, side="right") - 1
+        scored = table & (bucket >= 0) & (bucket < len(HORIZON_BUCKETS))
+        b = bucket[scored]
+        np.add.at(self.counts, b, 1)
+        np.add.at(self.inside, b, inside[scored].astype(np.int64))
+        for m, method in enumerate(METHODS):
+            error = actual - predicted[method]
+            absolute = np.abs(error[scored])
+            np.add.at(self.abs_sum[m], b, absolute)
+            np.add.at(self.hist[m], (b, _hist_bin(absolute)), 1)
+            horizon = predicted[method] - made
+            for j, (low, high, early, late) in enumerate(BENCHMARK_BANDS):
+                band = (horizon >= low) & (horizon < high)
+                self.band_n[m, j] += int(band.sum())
+                self.band_good[m, j] += int(((error[band] >= -early)
+                                             & (error[band] <= late)).sum())
+
+    def report(self, train_days: int, test_days: int, scenario: str) -> EvaluationReport:
+        counts = self.counts.tolist()
+        mae = {m: [] for m in METHODS}
+        p90 = {m: [] for m in METHODS}
+        for k, method in enumerate(METHODS):
+            for i, n in enumerate(counts):
+                mae[method].append(float(self.abs_sum[k, i] / n) if n else np.nan)
+                p90[method].append(_hist_quantile(self.hist[k, i], 0.9) if n else np.nan)
+        benchmark = {}
+        for k, method in enumerate(METHODS):
+            n = self.band_n[k]
+            shares = [float(g / c) if c else float("nan")
+                      for g, c in zip(self.band_good[k].tolist(), n.tolist(), strict=True)]
+            finite = [x for x in shares if np.isfinite(x)]
+            benchmark[method] = (float(np.mean(finite)) if finite else float("nan"), shares,
+                                 n.tolist())
+        coverage_by_bucket = [float(i / n) if n else np.nan
+                              for i, n in zip(self.inside.tolist(), counts, strict=True)]
+        coverage = self.inside_table / self.in_table if self.in_table else np.nan
+        return EvaluationReport(counts, mae, p90, benchmark, float(coverage),
+                                coverage_by_bucket, self.predictions, train_days,
+                                test_days, scenario)
+
+
+#: Histogram of absolute errors: 1 s bins to an hour, then 10 s bins to two days.
+_FINE_S, _COARSE_STEP_S, _HIST_MAX_S = 3600, 10, 2 * 86400
+_HIST_BINS = _FINE_S + (_HIST_MAX_S - _FINE_S) // _COARSE_STEP_S + 1
+_BUCKET_EDGES = np.array([low for low, _ in HORIZON_BUCKETS] + [HORIZON_BUCKETS[-1][1]],
+                         dtype=float)
+
+
+def _hist_bin(absolute: np.ndarray) -> np.ndarray:
+    coarse = _FINE_S + (absolute - _FINE_S) // _COARSE_STEP_S
+    index = np.where(absolute < _FINE_S, np.floor(absolute), coarse)
+    return np.clip(index, 0, _HIST_BINS - 1).astype(np.int64)
+
+
+def _hist_quantile(hist: np.ndarray, q: float) -> float:
+    """The ``q`` quantile of the values binned in ``hist`` (a bin's middle)."""
+    total = int(hist.sum())
+    k = int(np.searchsorted(np.cumsum(hist), q * total, side="left"))
+    if k < _FINE_S:
+        return k + 0.5
+    return _FINE_S + (k - _FINE_S + 0.5) * _COARSE_STEP_S
+
+
+def evaluate(feed: Feed, train_days: Sequence[DayTrace], test_days: Iterable[DayTrace],
              timezone: str | None = None, *, every_s: float = 30.0,
-             predictor: ArrivalPredictor | None = None, scenario: str = "") -> EvaluationReport:
+             predictor: ArrivalPredictor | None = None, scenario: str = "",
+             train_day_count: int | None = None) -> EvaluationReport:
     """Train on some days, predict along other days' pings, score against the truth.
+
+    The test days are taken one at a time and only aggregates are kept (errors
+    binned by horizon, benchmark bands), so memory does not grow with the number of
+    days or predictions: pass a generator to simulate each day when its turn comes.
 
     Parameters
     ----------
@@ -188,7 +283,7 @@ def evaluate(feed: Feed, train_days: Sequence[DayTrace], test_days: Sequence[Day
     train_days : sequence of DayTrace
         Whose observed arrivals the predictor learns from (ignored when a trained
         ``predictor`` is given).
-    test_days : sequence of DayTrace
+    test_days : iterable of DayTrace
         Held out: their pings are replayed, their arrivals are the truth.
     timezone : str, optional
         The agency's (default: the feed's first agency).
@@ -198,6 +293,8 @@ def evaluate(feed: Feed, train_days: Sequence[DayTrace], test_days: Sequence[Day
         An already trained predictor.
     scenario : str
         A label for the report.
+    train_day_count : int, optional
+        Training days to report (default ``len(train_days)``).
 
     Returns
     -------
@@ -207,76 +304,98 @@ def evaluate(feed: Feed, train_days: Sequence[DayTrace], test_days: Sequence[Day
         predictor = ArrivalPredictor()
         predictor.learn((a for day in train_days for a in day.arrivals), feed, timezone)
     snappers: dict[str, ShapeSnapper] = {}
-    columns: dict[str, list[np.ndarray]] = {name: [] for name in (
-        "made", "actual", "model", "lower", "upper", "schedule", "carried")}
+    tally = _Tally()
+    days = 0
     for day in test_days:
-        truth = {(a.vehicle_id, a.trip_id, a.stop_sequence): a.arrival_t for a in day.arrivals}
-        predictor.forget()
-        for vehicle, runs in _vehicle_runs(day.pings).items():
-            last_scored = -np.inf
-            for trip_id, pings in runs:
-                if trip_id not in feed.trips:
-                    continue
-                shape = feed.shape_of(trip_id)
-                if shape is None or len(shape.lon) < 2:
-                    continue
-                snapper = snappers.get(shape.shape_id)
-                if snapper is None:
-                    snapper = snappers[shape.shape_id] = ShapeSnapper(shape)
-                lat = np.array([p.lat for p in pings])
-                lon = np.array([p.lon for p in pings])
-                t = np.array([p.t for p in pings])
-                # plausible travel between fixes: 25 m/s, at least 200 m
-                advance = np.maximum(np.diff(t, prepend=t[0]) * 25.0, 200.0)
-                dist, _ = snapper.snap_track(lat, lon, advance)
-                schedule = feed.schedule(trip_id)
-                sequence = schedule.stop_sequence.tolist()
-                actual_all = np.array([truth.get((vehicle, trip_id, s), np.nan)
-                                       for s in sequence])
-                for i in np.flatnonzero(np.isfinite(dist)).tolist():
-                    progress = (None, float(dist[i]), float(t[i]))
-                    if t[i] - last_scored < every_s:
-                        predictor.observe(feed, trip_id, vehicle, progress, day.service_date,
-                                          timezone)
-                        continue
-                    last_scored = t[i]
-                    f = predictor.forecast(feed, trip_id, vehicle, progress, day.service_date,
-                                           timezone)
-                    if not len(f.predicted_t):
-                        continue
-                    actual = actual_all[f.first:]
-                    ahead = np.isfinite(actual) & (actual > f.made_at)
-                    if not ahead.any():
-                        continue
-                    columns["made"].append(np.full(int(ahead.sum()), f.made_at))
-                    columns["actual"].append(actual[ahead])
-                    columns["model"].append(f.predicted_t[ahead])
-                    columns["lower"].append(f.lower_t[ahead])
-                    columns["upper"].append(f.upper_t[ahead])
-                    columns["schedule"].append(f.scheduled_t[ahead])
-                    columns["carried"].append(f.scheduled_t[ahead] + f.deviation_s)
-    data = {name: np.concatenate(parts) if parts else np.zeros(0)
-            for name, parts in columns.items()}
-    return _report(data, len(train_days), len(test_days), scenario)
+        days += 1
+        _score_day(feed, day, predictor, snappers, tally, timezone, every_s)
+    trained = len(train_days) if train_day_count is None else train_day_count
+    return tally.report(trained, days, scenario)
 
 
-def _report(data: dict[str, np.ndarray], train_days: int, test_days: int,
-            scenario: str) -> EvaluationReport:
-    made, actual = data["made"], data["actual"]
-    to_go = actual - made
-    counts, mae, p90 = [], {m: [] for m in METHODS}, {m: [] for m in METHODS}
-    coverage_by_bucket = []
-    inside = (actual >= data["lower"]) & (actual <= data["upper"])
-    for low, high in HORIZON_BUCKETS:
-        bucket = (to_go >= low) & (to_go < high)
-        counts.append(int(bucket.sum()))
-        coverage_by_bucket.append(float(inside[bucket].mean()) if bucket.any() else np.nan)
-        for method in METHODS:
-            error = np.abs(actual[bucket] - data[method][bucket])
-            mae[method].append(float(error.mean()) if len(error) else np.nan)
-            p90[method].append(float(np.quantile(error, 0.9)) if len(error) else np.nan)
-    benchmark = {m: benchmark_score(data[m] - made, actual - data[m]) for m in METHODS}
-    in_table = (to_go >= 0) & (to_go < HORIZON_BUCKETS[-1][1])
-    coverage = float(inside[in_table].mean()) if in_table.any() else np.nan
-    return EvaluationReport(counts, mae, p90, benchmark, coverage, coverage_by_bucket,
-                            int(len(made)), train_days, test_days, scenario)
+def _score_day(feed: Feed, day: DayTrace, predictor: ArrivalPredictor,
+               snappers: dict[str, ShapeSnapper], tally: _Tally, timezone: str | None,
+               every_s: float) -> None:
+    """Replay one day's pings through ``predictor`` and add its scores to ``tally``."""
+    truth = _truth(day)
+    predictor.forget()
+    for vehicle, runs in _vehicle_runs(day.pings).items():
+        last_scored = -np.inf
+        for trip_id, pings in runs:
+            if trip_id not in feed.trips:
+                continue
+            shape = feed.shape_of(trip_id)
+            if shape is None or len(shape.lon) < 2:
+                continue
+            snapper = snappers.get(shape.shape_id)
+            if snapper is None:
+                snapper = snappers[shape.shape_id] = ShapeSnapper(shape)
+            lat = np.array([p.lat for p in pings])
+            lon = np.array([p.lon for p in pings])
+            t = np.array([p.t for p in pings])
+            # plausible travel between fixes: 25 m/s, at least 200 m
+            advance = np.maximum(np.diff(t, prepend=t[0]) * 25.0, 200.0)
+            dist, _ = snapper.snap_track(lat, lon, advance)
+            schedule = feed.schedule(trip_id)
+            sequence = schedule.stop_sequence.tolist()
+            actual_all = np.array([truth.get((vehicle, trip_id, s), np.nan)
+                                   for s in sequence])
+            # a run of a repeated trip (frequencies.txt, or untimed) keeps to the
+            # template's times moved to its own start
+            offset = _run_offset(feed, trip_id, schedule, truth.get((vehicle, trip_id, None)),
+                                 predictor, day.service_date, timezone)
+            for i in np.flatnonzero(np.isfinite(dist)).tolist():
+                progress = (None, float(dist[i]), float(t[i]))
+                if t[i] - last_scored < every_s:
+                    predictor.observe(feed, trip_id, vehicle, progress, day.service_date,
+                                      timezone)
+                    continue
+                last_scored = t[i]
+                f = predictor.forecast(feed, trip_id, vehicle, progress, day.service_date,
+                                       timezone)
+                if not len(f.predicted_t):
+                    continue
+                actual = actual_all[f.first:]
+                ahead = np.isfinite(actual) & (actual > f.made_at)
+                if not ahead.any():
+                    continue
+                scheduled = f.scheduled_t[ahead] + offset
+                tally.add(f.made_at, actual[ahead], {
+                    "model": f.predicted_t[ahead], "schedule": scheduled,
+                    "carried": scheduled + (f.deviation_s - offset)},
+                    f.lower_t[ahead], f.upper_t[ahead])
+
+
+def _truth(day: DayTrace) -> dict:
+    """Observed arrival per ``(vehicle, trip, stop_sequence)``; under ``(vehicle,
+    trip, None)`` the departure from the run's first stop."""
+    truth: dict = {}
+    for a in day.arrivals:
+        truth[(a.vehicle_id, a.trip_id, a.stop_sequence)] = a.arrival_t
+        first = (a.vehicle_id, a.trip_id, None)
+        truth[first] = min(truth.get(first, np.inf), a.departure_t)
+    return truth
+
+
+def _run_offset(feed: Feed, trip_id: str, schedule, departed_t: float | None,
+                predictor: ArrivalPredictor, service_date, timezone: str | None) -> float:
+    """Seconds from a repeated trip's template times to this run's own timetable.
+
+    A trip of ``frequencies.txt`` runs at the start of its periods' headways: the
+    run is the one whose start is the latest not after its departure from the first
+    stop. Other trips: 0.
+    """
+    periods = feed.frequencies.get(trip_id)
+    if not periods or departed_t is None or not np.isfinite(departed_t):
+        return 0.0
+    from cityos.apps.transit.models import service_day_origin
+
+    tz = predictor._timezone(feed, timezone)
+    departed_s = departed_t - service_day_origin(service_date, tz)
+    starts = np.array([s for p in periods for s in range(p.start_s, p.end_s,
+                                                          max(p.headway_s, 1))], dtype=float)
+    if not len(starts):
+        return 0.0
+    before = starts[starts <= departed_s + 1.0]
+    start = before.max() if len(before) else starts.min()
+    return float(start - schedule.departure_s[0])

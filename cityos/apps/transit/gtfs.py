@@ -53,8 +53,9 @@ from cityos.apps.transit.models import (
 )
 from cityos.core.geo import utm_epsg
 
-__all__ = ["GtfsError", "GtfsProblem", "format_time", "last_warnings", "parse_time",
-           "project_onto_shape", "read_feed", "read_feed_report"]
+__all__ = ["FeedReading", "GtfsError", "GtfsProblem", "dropped_summary", "format_time",
+           "last_warnings", "parse_time", "project_onto_shape", "read_feed",
+           "read_feed_report", "read_gtfs", "write_dropped"]
 
 #: Errors kept in full; beyond this they are only counted.
 MAX_ERRORS = 100
@@ -166,6 +167,9 @@ class _Problems:
         self.error_count = 0
         self.warnings: list[GtfsProblem] = []
         self.warning_count = 0
+        #: every row left out of the feed, with why (rows skipped for errors, trips
+        #: with fewer than two stop times)
+        self.dropped: list[GtfsProblem] = []
         self._tallies: dict[tuple[str, str | None, str], list] = {}
 
     def error(self, file: str, line: int | None, field: str | None, message: str,
@@ -173,6 +177,7 @@ class _Problems:
         """An error; with ``skip_invalid`` one that is not ``fatal`` becomes a warning
         (the caller drops the row)."""
         if self.skip_invalid and not fatal:
+            self.dropped.append(GtfsProblem(file, line, field, message, "dropped"))
             self.tally(file, line, field, "rows skipped for errors", f"line {line}: {message}")
             return
         self.error_count += 1
@@ -503,11 +508,114 @@ def read_feed_report(path: str | Path, *, skip_invalid: bool = False
     GtfsError
         When the feed has errors (``.problems``, ``.total``, ``.warnings``).
     """
+    reading = read_gtfs(path, skip_invalid=skip_invalid)
+    return reading.feed, reading.warnings
+
+
+@dataclass
+class FeedReading:
+    """A feed read with :func:`read_gtfs`: the feed, its warnings and every row left
+    out of it (severity ``dropped``: rows skipped for errors under ``skip_invalid``,
+    trips with fewer than two stop times)."""
+
+    feed: Feed
+    warnings: list[GtfsProblem]
+    dropped: list[GtfsProblem]
+    path: Path
+    skip_invalid: bool = False
+
+
+def read_gtfs(path: str | Path, *, skip_invalid: bool = False) -> FeedReading:
+    """Read a GTFS feed with its warnings and the list of the rows it dropped.
+
+    Parameters
+    ----------
+    path : str or Path
+        A GTFS zip, or a folder holding the ``.txt`` files.
+    skip_invalid : bool
+        As :func:`read_feed_report`.
+
+    Returns
+    -------
+    FeedReading
+
+    Raises
+    ------
+    GtfsError
+        When the feed has errors (``.problems``, ``.total``, ``.warnings``).
+    """
     files = _FeedFiles(path)
     try:
-        return _Reader(files, skip_invalid).read()
+        reader = _Reader(files, skip_invalid)
+        feed, warnings = reader.read()
+        return FeedReading(feed, warnings, reader.problems.dropped, Path(path), skip_invalid)
     finally:
         files.close()
+
+
+_QUOTED = re.compile(r"'[^']*'")
+_NUMBER = re.compile(r"(?<![\d.:])\d+(?![\d.:])")
+
+
+def _reason(message: str) -> str:
+    """A dropped row's message without its own values, to group rows by reason."""
+    return _NUMBER.sub("N", _QUOTED.sub("'...'", message))
+
+
+def dropped_summary(dropped: list[GtfsProblem], examples: int = 2) -> list[str]:
+    """How many rows of each file were dropped and why, one line per file.
+
+    Parameters
+    ----------
+    dropped : list of GtfsProblem
+        :attr:`FeedReading.dropped`.
+    examples : int
+        Lines named per reason.
+
+    Returns
+    -------
+    list of str
+        E.g. ``"stop_times.txt: 3 rows dropped: 2 arrival_time '...' is not a time
+        (HH:MM:SS) (lines 5, 9); 1 stop_id ..."``, files in the order they were met.
+    """
+    groups: dict[str, dict[tuple[str | None, str], list[int | None]]] = {}
+    for problem in dropped:
+        reasons = groups.setdefault(problem.file, {})
+        reasons.setdefault((problem.field, _reason(problem.message)), []).append(problem.line)
+    lines = []
+    for file, reasons in groups.items():
+        total = sum(len(where) for where in reasons.values())
+        parts = []
+        for (field, reason), where in sorted(reasons.items(), key=lambda kv: -len(kv[1])):
+            named = [str(n) for n in where[:examples] if n is not None]
+            at = f" (line{'s' if len(named) > 1 else ''} {', '.join(named)}" \
+                 f"{', ...' if len(where) > len(named) else ''})" if named else ""
+            parts.append(f"{len(where)} {field + ': ' if field else ''}{reason}{at}")
+        noun = "row" if total == 1 else "rows"
+        lines.append(f"{file}: {total} {noun} dropped: " + "; ".join(parts))
+    return lines
+
+
+def write_dropped(dropped: list[GtfsProblem], path: str | Path) -> Path:
+    """Write every dropped row as CSV ``file,line,field,reason`` at ``path``.
+
+    Parameters
+    ----------
+    dropped : list of GtfsProblem
+    path : str or Path
+
+    Returns
+    -------
+    Path
+    """
+    path = Path(path)
+    with path.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["file", "line", "field", "reason"])
+        for problem in dropped:
+            writer.writerow([problem.file, "" if problem.line is None else problem.line,
+                             problem.field or "", problem.message])
+    return path
 
 
 class _Reader:
@@ -535,7 +643,8 @@ class _Reader:
         trips = self._place_stops(stop_times, columns["dist"], trips, stops, shapes,
                                   shape_sdt, trip_lines)
         self._complete_times(stop_times, trip_lines)
-        self._report_trips_without_stop_times(trips, stop_times)
+        trips, stop_times, frequencies = self._drop_short_trips(trips, stop_times,
+                                                                frequencies)
         self.problems.summarise()
         feed = Feed(agencies=agencies, stops=stops, routes=routes, trips=trips,
                     stop_times=stop_times, shapes=shapes, calendars=calendars,
@@ -1076,12 +1185,13 @@ class _Reader:
                                     "shape has a single point", shape_id)
             if np.isnan(own).all():
                 continue
-            if np.isnan(own).any() or (np.diff(own) < 0).any() or own[-1] <= own[0]:
+            known = own[~np.isnan(own)]  # an empty value is no value, not an error
+            if len(known) < 2 or (np.diff(known) < 0).any() or known[-1] <= known[0]:
                 self.problems.tally("shapes.txt", int(lines[start]), "shape_dist_traveled",
                                     "does not increase along the shape; distances measured "
                                     "from the points instead", f"shape {shape_id}")
                 continue
-            shape_sdt[shape_id] = own.copy()
+            shape_sdt[shape_id] = _fill_blanks(own.copy(), dist_m)
         return shapes, shape_sdt, trips
 
     def _split_repeated_shapes(self, repeated: list[int], ids: list[str],
@@ -1164,7 +1274,13 @@ class _Reader:
                 updated[trip_id] = replace(trip, shape_id=shape_id)
             shape = shapes[shape_id]
             if usable_sdt[number] and shape_id in shape_sdt:
-                out[a:b] = np.interp(stop_sdt[a:b], shape_sdt[shape_id], shape.dist_m)
+                along = np.interp(stop_sdt[a:b], shape_sdt[shape_id], shape.dist_m)
+                blank = np.isnan(stop_sdt[a:b])
+                if blank.any():  # stops without a value: projected, kept in order
+                    along[blank] = np.nan
+                    along = _between_known(along, _project(shape, stop_lon[run],
+                                                           stop_lat[run])[0])
+                out[a:b] = along
                 continue
             if self.has_stop_distances and not usable_sdt[number] \
                     and not np.isnan(stop_sdt[a:b]).all():
@@ -1252,15 +1368,45 @@ class _Reader:
                            "earlier than the departure from the stop before",
                            f"line {int(lines[k + 1])}")
 
-    def _report_trips_without_stop_times(self, trips: dict[str, Trip],
-                                         stop_times: StopTimes) -> None:
+    def _drop_short_trips(self, trips: dict[str, Trip], stop_times: StopTimes,
+                          frequencies: dict[str, list[Frequency]]
+                          ) -> tuple[dict[str, Trip], StopTimes, dict[str, list[Frequency]]]:
+        """Leave out the trips with fewer than two stop times (no vehicle can run one),
+        with their stop time and frequencies, so that the feed's counts are what it
+        runs; each is a dropped row of trips.txt."""
         counts = np.diff(stop_times.trip_start)
         timed = dict(zip(stop_times.trip_ids, counts.tolist(), strict=True))
-        for trip_id in trips:
-            count = timed.get(trip_id, 0)
-            if count < 2:
-                self.problems.tally("trips.txt", self.trip_line.get(trip_id), "trip_id",
-                                    "trip has fewer than two stop times", trip_id)
+        short = [trip_id for trip_id in trips if timed.get(trip_id, 0) < 2]
+        if not short:
+            return trips, stop_times, frequencies
+        why = "trip dropped: fewer than two stop times"
+        for trip_id in short:
+            line = self.trip_line.get(trip_id)
+            self.problems.tally("trips.txt", line, "trip_id", why, trip_id)
+            self.problems.dropped.append(GtfsProblem(
+                "trips.txt", line, "trip_id",
+                f"{trip_id!r} has {timed.get(trip_id, 0)} stop time(s); at least two are "
+                "needed", "dropped"))
+        gone = set(short)
+        kept = {trip_id: trip for trip_id, trip in trips.items() if trip_id not in gone}
+        frequencies = {trip_id: f for trip_id, f in frequencies.items() if trip_id not in gone}
+        keep_trip = np.array([trip_id not in gone for trip_id in stop_times.trip_ids],
+                             dtype=bool)
+        if keep_trip.all():
+            return kept, stop_times, frequencies
+        rows = np.repeat(keep_trip, counts)
+        trip_ids = [t for t, ok in zip(stop_times.trip_ids, keep_trip.tolist(), strict=True)
+                    if ok]
+        trip_start = np.zeros(len(trip_ids) + 1, dtype=np.int64)
+        np.cumsum(counts[keep_trip], out=trip_start[1:])
+        stop_times = StopTimes(trip_ids=trip_ids, trip_start=trip_start,
+                               stop_ids=stop_times.stop_ids,
+                               stop_index=stop_times.stop_index[rows],
+                               stop_sequence=stop_times.stop_sequence[rows],
+                               arrival_s=stop_times.arrival_s[rows],
+                               departure_s=stop_times.departure_s[rows],
+                               shape_dist_m=stop_times.shape_dist_m[rows])
+        return kept, stop_times, frequencies
 
 
 _UNPLACED = 1e12  # misfit of a trip whose stops are unknown
@@ -1351,17 +1497,41 @@ def _distance(text: str, file: str, line: int, error) -> float | None:
 
 
 def _increasing_runs(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Per trip: True when its values are all known, never decrease and do increase."""
+    """Per trip: True when its known values (an empty one is no value: NaN) never
+    decrease and do increase, at least two of them."""
     trips = len(starts) - 1
-    if trips == 0:
-        return np.zeros(0, dtype=bool)
-    first, last = starts[:-1], starts[1:] - 1
-    unknown = np.add.reduceat(np.isnan(values).astype(np.int32), first) > 0
-    drops = np.zeros(len(values), dtype=bool)
-    drops[1:] = values[1:] < values[:-1]
-    drops[first] = False  # a new trip may start lower
-    dropping = np.add.reduceat(drops.astype(np.int32), first) > 0
-    return ~unknown & ~dropping & (values[last] > values[first])
+    out = np.zeros(max(trips, 0), dtype=bool)
+    for number in range(trips):
+        known = values[starts[number]:starts[number + 1]]
+        known = known[~np.isnan(known)]
+        out[number] = len(known) >= 2 and bool((np.diff(known) >= 0).all()) \
+            and known[-1] > known[0]
+    return out
+
+
+def _fill_blanks(values: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``values`` with the NaN among them filled linearly in ``x`` (between the known
+    ones, and at the ends at the pace of the known part); at least two known."""
+    known = ~np.isnan(values)
+    if known.all():
+        return values
+    xs, ys = x[known], values[known]
+    out = np.interp(x, xs, ys)
+    slope = (ys[-1] - ys[0]) / (xs[-1] - xs[0]) if xs[-1] > xs[0] else 0.0
+    out = np.where(x < xs[0], ys[0] + (x - xs[0]) * slope, out)
+    out = np.where(x > xs[-1], ys[-1] + (x - xs[-1]) * slope, out)
+    return np.where(known, values, out)
+
+
+def _between_known(known: np.ndarray, guess: np.ndarray) -> np.ndarray:
+    """``known`` (NaN where unknown) with each unknown taken from ``guess``, held
+    between the known values before and after it (so the run never goes back)."""
+    unknown = np.isnan(known)
+    if not unknown.any():
+        return known
+    low = np.maximum.accumulate(np.where(unknown, -np.inf, known))
+    high = np.minimum.accumulate(np.where(unknown, np.inf, known)[::-1])[::-1]
+    return np.where(unknown, np.clip(guess, low, high), known)
 
 
 # ---------------------------------------------------------------------- shapes

@@ -594,6 +594,9 @@ UNTIMED_SERVICE_S = (6 * 3600, 22 * 3600)
 #: these bounds (m/s): a timetable typo must not teleport the bus.
 PACE_BOUNDS_MPS = (8 / 3.6, 80 / 3.6)
 SHIFT_CHANGE_S = 14 * 3600  # drivers of a block change over at the first trip after it
+#: A block's trip timetabled to leave more than this before its previous trip
+#: arrives cannot be the same vehicle's.
+BLOCK_OVERLAP_S = 0
 
 
 def _unit(*parts) -> float:
@@ -1044,6 +1047,7 @@ def simulate_day(feed: Feed, day: date, scenario: str = "congested", seed: int =
     vehicle_factor: dict[str, float] = {}
     decel_of_driver: dict[str, float] = {}
     free_at: dict[str, float] = {}
+    scheduled_free: dict[str, float] = {}  # a block vehicle's last scheduled arrival
     last_departure: dict[tuple, float] = {}
     runs: list[_Run] = []
     arrivals: list[ObservedArrival] = []
@@ -1055,6 +1059,16 @@ def simulate_day(feed: Feed, day: date, scenario: str = "congested", seed: int =
         n = len(schedule)
         if trip.block_id and not repeated:
             vehicle = vehicle_of_block(trip.block_id)
+            # a block whose timetable overlaps itself (block ids unique within a
+            # route only, or services of one day sharing them) is not one vehicle:
+            # the trip goes to the block's next vehicle free by its timetable, so
+            # that no bus is hours late for trips it could never have run
+            sched_start = origin + offset + float(schedule.departure_s[0])
+            copy = 1
+            while scheduled_free.get(vehicle, -math.inf) > sched_start + BLOCK_OVERLAP_S:
+                copy += 1
+                vehicle = f"{vehicle_of_block(trip.block_id)}-{copy}"
+            scheduled_free[vehicle] = origin + offset + float(schedule.arrival_s[-1])
             shift = "am" if start < SHIFT_CHANGE_S else "pm"
             driver = f"drv-{_short_id(trip.block_id)}-{shift}"
         else:  # no block: a vehicle per trip, the route's drivers taking turns
