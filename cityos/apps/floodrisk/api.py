@@ -9,12 +9,19 @@ and report are stored as documents, their flood extents as ``FloodHazardArea`` e
 ``GET /studies/{id}``                            viewer    the study summary (JSON)
 ``GET /studies/{id}/report``                     viewer    the study report (HTML)
 ``GET /studies/{id}/areas``                      viewer    its FloodHazardArea entities
+``GET /pages/studies``                           public    the study list page (HTML)
+``GET /pages/report?study=ID``                   public    a study's report page (HTML)
 ===============================================  ========  ================================
+
+The pages are what a person opens (the dashboard's *Flood risk* view, the map's link):
+they carry no data and load it with the dashboard's signed-in session; without one
+they say to sign in (``/web/static/js/sign-in.js``).
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import orjson
 from fastapi import APIRouter, Depends, Response
@@ -25,6 +32,8 @@ from cityos.core.errors import BadRequestData, ResourceNotFound
 from cityos.core.tenancy import Caller, get_store, require
 
 router = APIRouter(tags=["floodrisk"])
+STATIC = Path(__file__).parent / "static"
+PAGES = {"studies": "studies.html", "report": "report.html"}
 STUDY_ID = re.compile(r"^[A-Za-z0-9._~\-]{1,64}$")
 
 
@@ -90,3 +99,13 @@ def study_areas(study_id: str, caller: Caller = Depends(require("viewer")),
         if (entity.get("refFloodRiskStudy") or {}).get("object") == target:
             rows.append(entity)
     return _json(rows)
+
+
+# ========================================================================= pages
+@router.get("/pages/{page}", include_in_schema=False)
+def page(page: str) -> Response:
+    """The study list and report pages (public: their data comes with the session)."""
+    if page not in PAGES:
+        raise ResourceNotFound(f"no page {page!r}")
+    return HTMLResponse((STATIC / PAGES[page]).read_text(encoding="utf-8"),
+                        headers={"Cache-Control": "no-cache"})

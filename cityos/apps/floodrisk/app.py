@@ -10,6 +10,7 @@ APP = AppSpec(
     cli=".cli:app",
     router=".api:router",
     layers=".web:FLOODRISK_LAYERS",
+    views=".web:FLOODRISK_VIEWS",
     demo_builder=".demo:build_floodrisk_demo",  # a tiny study and its hazard areas
     benchmark="bench/floodrisk.py",
 )
