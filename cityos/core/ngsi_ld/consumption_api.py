@@ -21,8 +21,8 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from cityos.core.entities import entity_types, is_uri
 from cityos.core.errors import BadRequestData, ResourceNotFound
+from cityos.core.ngsi_ld import linked_q, versions
 from cityos.core.ngsi_ld import query_params as qp
-from cityos.core.ngsi_ld import versions
 from cityos.core.ngsi_ld.api import (
     RESULTS_COUNT_HEADER,
     bool_param,
@@ -55,6 +55,7 @@ from cityos.core.ngsi_ld.projection import (
     parse_projection,
     picked_attributes,
 )
+from cityos.core.ngsi_ld.qlang import parse_q
 from cityos.core.ngsi_ld.representation import Renderer, respond_entities
 from cityos.core.store.base import EntityQuery, StoredEntity
 from cityos.core.tenancy import Caller, get_app_settings, get_store, require
@@ -102,6 +103,7 @@ class Consumption:
     join_level: int = 0
     geometry_property: str = "location"
     order: Any = None
+    linked_q: Any = None
 
 
 def _text(value: Any, name: str) -> str | None:
@@ -114,6 +116,10 @@ def _common(get, context: LdContext, settings, media: str, *, where: str = ""
             ) -> Consumption:
     """The members shared by the URI parameters and the Query body (``get(name)``)."""
     form = qp.representation(get("options"), get("format"), ("sysAttrs", "count"))
+    for name, why in (("entityMap", "entity maps (clause 5.14) are not kept"),
+                      ("expandValues", "values are not expanded against the @context")):
+        if get(name) not in (None, "", "false", False):
+            raise qp.NotImplementedFeature(f"{name}: {why} (docs/conformance.md)")
     attrs = qp.attrs_list(get("attrs"), f"{where}attrs")
     join, level = qp.join_params(_text(get("join"), "join"), get("joinLevel"))
     pick = parse_projection(get("pick"), f"{where}pick")
@@ -148,33 +154,28 @@ def _selection(out: Consumption, get, context: LdContext, settings,
     q = get("q")
     if q is not None and not isinstance(q, str):
         raise BadRequestData(f"{where}q: must be a string")
-    out.q = q_expression(q, context, settings, f"{where}q")
-    if out.q is not None:
+    raw = parse_q(q, settings.max_q_length) if q is not None else None
+    if raw is not None and linked_q.hops(raw):
+        out.linked_q = linked_q.rename_linked(raw, context.to_canonical)
         _check_linked_q(out)
+    else:
+        out.q = q_expression(q, context, settings, f"{where}q")
     csf = get("csf")
     if csf is not None:
-        from cityos.core.ngsi_ld.qlang import parse_q
-
         parse_q(_text(csf, "csf"), settings.max_q_length)  # syntax only: no sources
     out.scope = parse_scope_query(_text(get("scopeQ"), f"{where}scopeQ"))
 
 
 def _check_linked_q(out: Consumption) -> None:
     """A q term on a linked entity's attribute (``owner{name}``, clause 4.9) needs
-    join, no deeper than joinLevel; CityOS does not evaluate such terms (501)."""
-    from cityos.core.ngsi_ld.qlang import q_attribute_names
-
-    hops = max((name.count("{") for name in q_attribute_names(out.q)), default=0)
-    if hops == 0:
-        return
+    join, no deeper than joinLevel."""
+    hops = linked_q.hops(out.linked_q)
     if out.join is None:
         raise BadRequestData("q: a term on a linked entity's attribute needs join=inline "
                              "or join=flat")
     if hops > out.join_level:
         raise BadRequestData(f"q: a term reaches {hops} linked entities deep, more than "
                              f"joinLevel={out.join_level}")
-    raise qp.NotImplementedFeature("q: terms on linked entities' attributes are not "
-                                   "supported")
 
 
 def _ordering(order_by, order_from, geometry, collation, context: LdContext):
@@ -220,12 +221,14 @@ def _too_wide(out: Consumption, pattern_given: bool) -> None:
     has_type = any(s.types is not None for s in out.selectors)
     q_names = q_attribute_names(out.q) - qp.SYSTEM_NAMES if out.q is not None else set()
     if not (has_type or out.attrs or q_names or out.geo is not None or out.local
+            or out.linked_q is not None
             or pattern_given or out.scope is not None):
         raise BadRequestData("a query needs at least one of type, attrs, q or a geo-query "
                              "(or local=true); system attributes alone do not count")
 
 
-def _entity_query(out: Consumption, limit: int, offset: int, count: bool) -> EntityQuery:
+def _entity_query(out: Consumption, limit: int, offset: int, count: bool,
+                  fetch=None) -> EntityQuery:
     """One store query for the selectors (OR-ed), with the rest as predicates."""
     selectors = out.selectors or [Selector()]
     attrs = out.attrs
@@ -248,13 +251,20 @@ def _entity_query(out: Consumption, limit: int, offset: int, count: bool) -> Ent
             query.ids = sorted({i for s in selectors for i in s.ids})
         needs_where = True
     scope = out.scope
+    linked = out.linked_q
+
+    def entities(ids: list[str]) -> dict[str, dict]:
+        return {i: r.entity for i, r in fetch(ids).items()}
 
     def where(record: StoredEntity) -> bool:
         if needs_where and not any(s.matches(record) for s in selectors):
             return False
+        if linked is not None and not linked_q.linked_matches(linked, record.entity,
+                                                              entities):
+            return False
         return scope is None or scope_matches(scope, record.entity)
 
-    if needs_where or scope is not None:
+    if needs_where or scope is not None or linked is not None:
         query.where = where
     query.order = out.order
     return query
@@ -307,7 +317,8 @@ def _page_links(request: Request, limit: int, offset: int, more: bool,
 
 def _answer(out: Consumption, store, caller: Caller, request: Request | None,
             media: str, page: int, start: int, counting: bool) -> Response:
-    query = _entity_query(out, page + (1 if request is not None else 0), start, counting)
+    query = _entity_query(out, page + (1 if request is not None else 0), start, counting,
+                          _fetch(store, caller.tenant))
     result = store.query_entities(caller.tenant, query)
     records = result.entities
     more = len(records) > page

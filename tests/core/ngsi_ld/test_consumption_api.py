@@ -404,6 +404,26 @@ def test_a_q_term_on_a_linked_entity_needs_join(town):
                    400, "BadRequestData")
     assert body["detail"] == ("q: a term on a linked entity's attribute needs join=inline "
                               "or join=flat")
-    problem(town.get(f"{API}/entities", params={"type": "Building", "join": "inline",
-                                                "q": 'locatedAt{name}=="Paris"'}),
-            501, "NotImplemented")
+    body = problem(town.get(f"{API}/entities", params={
+        "type": "Building", "join": "inline", "q": 'locatedAt{isInCountry{name}}=="France"'}),
+        400, "BadRequestData")
+    assert body["detail"] == ("q: a term reaches 2 linked entities deep, more than "
+                              "joinLevel=1")
+
+
+@pytest.mark.parametrize("q, found", [
+    ('locatedAt{name}=="Paris"', [BUILDING]), ('locatedAt{name}=="Lyon"', []),
+    ('locatedAt{City:name}=="Paris"', [BUILDING]), ('locatedAt{Town:name}=="Paris"', []),
+    ('locatedAt{isInCountry{name}}=="France"', [BUILDING]),
+])
+def test_a_q_term_on_a_linked_entity_follows_the_relationship(town, q, found):
+    got = get(town, "/entities", type="Building", q=q, join="inline", joinLevel="2",
+              pick="id")
+    assert [e["id"] for e in got] == found
+
+
+@pytest.mark.parametrize("params", [{"entityMap": "true"}, {"expandValues": "category"}])
+def test_features_cityos_does_not_implement_are_not_implemented(town, params):
+    body = problem(town.get(f"{API}/entities/{BUILDING}", params=params), 501,
+                   "NotImplemented")
+    assert "docs/conformance.md" in body["detail"]
