@@ -83,12 +83,57 @@ def simulate(
     speedup: float = typer.Option(1.0, min=0.1, help="Simulated seconds per second."),
     scenario: str = typer.Option("congested", help="congested or normal."),
     seed: int = typer.Option(0, help="Seed of the simulated day."),
+    day: str = typer.Option(None, "--day", help="Service day to replay, YYYY-MM-DD "
+                                                "[default: today, or for a feed that "
+                                                "runs nothing today the last day like it]."),
+    start: str = typer.Option(None, "--start", help="Time of that day to start from, "
+                                                    "HH:MM:SS [default: the time now, or "
+                                                    "the first bus]."),
+    skip_invalid: SkipInvalidOption = False,
+    dropped_list: DroppedListOption = None,
 ) -> None:
-    """Drive the buses of any GTFS feed through the real ingest path (MQTT or HTTP)."""
-    from cityos.apps.transit.sim import simulate_feed
+    """Drive the buses of any GTFS feed through the real ingest path (MQTT or HTTP).
+
+    The replayed day's pings are moved to the present: the replay starts now. When
+    no bus would run (no service on the day, a start after the last bus) it says
+    why and exits 1.
+    """
+    from datetime import date
+
+    from cityos.apps.transit.gtfs import parse_time
+    from cityos.apps.transit.sim import NothingToRun, plan_replay, simulate_feed
+    from cityos.apps.transit.synthetic import SCENARIOS
+    from cityos.core.clock import now_datetime
 
     if not mqtt_url and not base_url:
         raise typer.BadParameter("give --mqtt-url or --base-url", param_hint="--mqtt-url")
-    published = simulate_feed(feed, mqtt_url=mqtt_url, base_url=base_url, api_key=api_key,
-                              tenant=tenant, speedup=speedup, scenario=scenario, seed=seed)
+    if scenario not in SCENARIOS:
+        raise typer.BadParameter(f"{scenario!r} is not one of {', '.join(SCENARIOS)}",
+                                 param_hint="--scenario")
+    try:
+        service_day = None if day is None else date.fromisoformat(day)
+    except ValueError:
+        raise typer.BadParameter(f"{day!r} is not a date YYYY-MM-DD",
+                                 param_hint="--day") from None
+    try:
+        start_s = None if start is None else parse_time(start)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--start") from None
+    reading = load_feed(feed, skip_invalid=skip_invalid, dropped_list=dropped_list)
+    try:
+        plan = plan_replay(reading.feed, now_datetime(), day=service_day,
+                           start_local_s=start_s, scenario=scenario, seed=seed)
+    except NothingToRun as error:
+        typer.echo(f"{feed.name}: {error}", err=True)
+        raise typer.Exit(1) from None
+    if plan.note:
+        typer.echo(f"{feed.name}: {plan.note}", err=True)
+    typer.echo(f"{feed.name}: replaying {plan.day}, {len(plan.trace.pings)} pings, "
+               f"shifted {plan.shift_s:+.0f} s to the present", err=True)
+    try:
+        published = simulate_feed(reading.feed, mqtt_url=mqtt_url, base_url=base_url,
+                                  api_key=api_key, tenant=tenant, speedup=speedup,
+                                  plan=plan)
+    except ConnectionError as error:
+        _fail(str(error))
     typer.echo(f"{published} pings published")

@@ -575,11 +575,17 @@ def dropped_summary(dropped: list[GtfsProblem], examples: int = 2) -> list[str]:
     Returns
     -------
     list of str
-        E.g. ``"stop_times.txt: 3 rows dropped: 2 arrival_time '...' is not a time
+        A row with several errors counts once, for the first. E.g.
+        ``"stop_times.txt: 3 rows dropped: 2 arrival_time '...' is not a time
         (HH:MM:SS) (lines 5, 9); 1 stop_id ..."``, files in the order they were met.
     """
     groups: dict[str, dict[tuple[str | None, str], list[int | None]]] = {}
+    seen: set[tuple[str, int]] = set()
     for problem in dropped:
+        if problem.line is not None:
+            if (problem.file, problem.line) in seen:
+                continue  # a row with several errors is one row dropped (for its first)
+            seen.add((problem.file, problem.line))
         reasons = groups.setdefault(problem.file, {})
         reasons.setdefault((problem.field, _reason(problem.message)), []).append(problem.line)
     lines = []
@@ -644,7 +650,7 @@ class _Reader:
                                   shape_sdt, trip_lines)
         self._complete_times(stop_times, trip_lines)
         trips, stop_times, frequencies = self._drop_short_trips(trips, stop_times,
-                                                                frequencies)
+                                                                frequencies, trip_lines)
         self.problems.summarise()
         feed = Feed(agencies=agencies, stops=stops, routes=routes, trips=trips,
                     stop_times=stop_times, shapes=shapes, calendars=calendars,
@@ -1369,7 +1375,7 @@ class _Reader:
                            f"line {int(lines[k + 1])}")
 
     def _drop_short_trips(self, trips: dict[str, Trip], stop_times: StopTimes,
-                          frequencies: dict[str, list[Frequency]]
+                          frequencies: dict[str, list[Frequency]], lines: np.ndarray
                           ) -> tuple[dict[str, Trip], StopTimes, dict[str, list[Frequency]]]:
         """Leave out the trips with fewer than two stop times (no vehicle can run one),
         with their stop time and frequencies, so that the feed's counts are what it
@@ -1395,6 +1401,10 @@ class _Reader:
         if keep_trip.all():
             return kept, stop_times, frequencies
         rows = np.repeat(keep_trip, counts)
+        for k in np.flatnonzero(~rows).tolist():
+            self.problems.dropped.append(GtfsProblem(
+                "stop_times.txt", int(lines[k]), "trip_id",
+                "the trip has fewer than two stop times", "dropped"))
         trip_ids = [t for t, ok in zip(stop_times.trip_ids, keep_trip.tolist(), strict=True)
                     if ok]
         trip_start = np.zeros(len(trip_ids) + 1, dtype=np.int64)

@@ -30,6 +30,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -38,7 +39,7 @@ import numpy as np
 import orjson
 
 from cityos.apps.transit.models import Feed, Ping, service_day_origin
-from cityos.apps.transit.synthetic import demo_feed, simulate_day
+from cityos.apps.transit.synthetic import SimulatedDay, demo_feed, simulate_day
 from cityos.core.clock import now_datetime
 from cityos.core.timefmt import format_datetime
 
@@ -282,18 +283,132 @@ def _feed_timezone(feed: Feed) -> str:
 
 def service_day_like(feed: Feed, day: date) -> date | None:
     """The latest date the feed has service on the same weekday as ``day``, for
-    driving a feed whose calendar does not cover ``day``; None when there is none."""
-    ends = [cal.end for cal in feed.calendars.values() if cal.end is not None]
-    ends += [added for cal in feed.calendars.values() for added in cal.added]
-    if not ends:
+    driving a feed whose calendar does not cover ``day``; None when there is none.
+
+    Every week of the feed's dates is looked at, from the latest (a calendar's end or
+    an added date) back to the earliest: one service that runs years longer than the
+    others does not hide the days the others ran.
+    """
+    dates = [d for cal in feed.calendars.values() for d in (cal.start, cal.end) if d]
+    dates += [added for cal in feed.calendars.values() for added in cal.added]
+    if not dates:
         return None
-    candidate = max(ends)
-    candidate -= timedelta(days=(candidate.weekday() - day.weekday()) % 7)
-    for _ in range(60):  # at most 60 weeks back
-        if feed.trips_on(candidate):
+    with_trips = {trip.service_id for trip in feed.trips.values()}
+    latest, earliest = max(dates), min(dates)
+    candidate = latest - timedelta(days=(latest.weekday() - day.weekday()) % 7)
+    while candidate >= earliest:
+        if feed.services_on(candidate) & with_trips:
             return candidate
         candidate -= timedelta(days=7)
     return None
+
+
+class NothingToRun(ValueError):
+    """The simulator has no bus to drive: the message says why (no service on the
+    day, the feed's dates, trips that cannot run, a start after the last bus)."""
+
+
+@dataclass
+class ReplayPlan:
+    """What :func:`plan_replay` chose: the simulated day, where the replay starts
+    (``start_t``, an instant of that day) and ``shift_s`` added to every ping's time
+    so that the replay runs now; ``note`` says why another day than today was
+    chosen (empty otherwise)."""
+
+    trace: SimulatedDay
+    day: date
+    start_t: float
+    shift_s: float
+    note: str = ""
+
+
+def feed_dates(feed: Feed) -> str:
+    """The feed's dates in words, for a message: ``"its services run from 20160829
+    to 20230630"`` (and its added dates)."""
+    starts = [c.start for c in feed.calendars.values() if c.start]
+    ends = [c.end for c in feed.calendars.values() if c.end]
+    added = sorted(d for c in feed.calendars.values() for d in c.added)
+    parts = []
+    if starts and ends:
+        parts.append(f"its calendar runs from {min(starts)} to {max(ends)}")
+    if added:
+        parts.append(f"{len(added)} added date(s) from {added[0]} to {added[-1]}")
+    return " and ".join(parts) if parts else "it has no service dates at all"
+
+
+def plan_replay(feed: Feed, now: datetime, *, day: date | None = None,
+                start_local_s: int | None = None, scenario: str = "congested",
+                seed: int = 0) -> ReplayPlan:
+    """Which day of ``feed`` to drive at ``now``, from when, shifted how.
+
+    Parameters
+    ----------
+    feed : Feed
+    now : datetime
+        The present (aware).
+    day : date, optional
+        The service day to replay; by default today in the feed's time zone, or,
+        when the feed runs nothing today (an expired feed), the latest day of the
+        same weekday it ran (:func:`service_day_like`).
+    start_local_s : int, optional
+        GTFS time of that day to start from; by default the present's time of day
+        when buses run then, else the first bus.
+    scenario, seed
+        As :func:`~cityos.apps.transit.synthetic.simulate_day`.
+
+    Returns
+    -------
+    ReplayPlan
+        The replay starts now: ``shift_s = now - start_t`` (0 when today is driven on
+        the clock).
+
+    Raises
+    ------
+    NothingToRun
+        When no bus would run, saying why.
+    """
+    tz = _feed_timezone(feed)
+    now_t = now.timestamp()
+    today = now.astimezone(ZoneInfo(tz)).date()
+    note = ""
+    if day is None:
+        day = today
+        if not feed.trips_on(day):
+            like = service_day_like(feed, day)
+            if like is None:
+                raise NothingToRun(f"no service today ({today}, a {today:%A}) nor on any "
+                                   f"{today:%A} of the feed: {feed_dates(feed)}; give "
+                                   "--day")
+            note = (f"no service today ({today}, a {today:%A}): {feed_dates(feed)}; "
+                    f"replaying {like}, the feed's last {today:%A} with service")
+            day = like
+    elif not feed.trips_on(day):
+        raise NothingToRun(f"no trip runs on {day} (a {day:%A}): {feed_dates(feed)}")
+    trace = simulate_day(feed, day, scenario=scenario, seed=seed, timezone=tz)
+    if not trace.pings:
+        why = ", ".join(f"{n} {reason}" for reason, n in trace.skipped_trips.items())
+        raise NothingToRun(f"{len(feed.trips_on(day))} trip(s) run on {day} but none can "
+                           f"be driven ({why or 'no pings'})")
+    first = min(p.t for p in trace.pings)
+    last = max(p.t for p in trace.pings)
+    origin = service_day_origin(day, tz)
+    if start_local_s is not None:
+        start_t = origin + start_local_s
+        if start_t > last:
+            raise NothingToRun(f"nothing runs on {day} after --start "
+                               f"{_hms(start_local_s)}: the last bus reports at "
+                               f"{_hms(last - origin)}")
+    else:
+        # the present's time of day on the replayed day, if buses run then
+        start_t = origin + (now_t - service_day_origin(today, tz))
+        if not first <= start_t <= last:
+            start_t = first
+    return ReplayPlan(trace, day, start_t, now_t - start_t, note)
+
+
+def _hms(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 3600:02d}:{whole // 60 % 60:02d}:{whole % 60:02d}"
 
 
 def replay_window(feed: Feed, now: datetime, seed: int = 0, scenario: str = "congested"):
@@ -383,9 +498,10 @@ def simulate_feed(feed: str | Path | Feed, *, mqtt_url: str | None = None,
                   base_url: str | None = None, api_key: str = "", tenant: str = "default",
                   speedup: float = 1.0, day: date | None = None, start_local_s: int | None = None,
                   scenario: str = "congested", seed: int = 0,
-                  stop: threading.Event | None = None) -> int:
+                  stop: threading.Event | None = None, plan: ReplayPlan | None = None) -> int:
     """Drive the vehicles of any GTFS feed (a path, read with
-    :func:`cityos.apps.transit.gtfs.read_feed`, or a :class:`Feed`) for a day.
+    :func:`cityos.apps.transit.gtfs.read_feed`, or a :class:`Feed`) for a day, the
+    pings moved to the present (see :func:`plan_replay`).
 
     Parameters
     ----------
@@ -395,33 +511,36 @@ def simulate_feed(feed: str | Path | Feed, *, mqtt_url: str | None = None,
     speedup : float
         Simulated seconds per wall-clock second.
     day : date, optional
-        Default today in the feed's time zone.
+        Default today in the feed's time zone (a day like today for an expired feed).
     start_local_s : int, optional
-        GTFS time of day to start from (e.g. ``7 * 3600``); default the first trip.
+        GTFS time of day to start from (e.g. ``7 * 3600``); default the present's.
+    plan : ReplayPlan, optional
+        Already chosen with :func:`plan_replay` (``day``, ``start_local_s``,
+        ``scenario`` and ``seed`` are then not used).
 
     Returns
     -------
     int
         Pings published.
+
+    Raises
+    ------
+    NothingToRun
+        When no bus would run (nothing is published, no connection is made).
     """
     if not isinstance(feed, Feed):
         from cityos.apps.transit.gtfs import read_feed
 
         feed = read_feed(feed)
-    if mqtt_url:
-        publisher = MqttPublisher(mqtt_url, tenant)
-    elif base_url:
-        publisher = HttpPublisher(base_url, api_key, tenant)
-    else:
+    if not mqtt_url and not base_url:
         raise ValueError("mqtt_url or base_url: say where to publish the pings")
-    tz = _feed_timezone(feed)
-    if day is None:
-        day = now_datetime().astimezone(ZoneInfo(tz)).date()
-        if not feed.trips_on(day):  # an expired (or not yet valid) feed: a day like today
-            day = service_day_like(feed, day) or day
-    start_t = None if start_local_s is None else service_day_origin(day, tz) + start_local_s
+    if plan is None:
+        plan = plan_replay(feed, now_datetime(), day=day, start_local_s=start_local_s,
+                           scenario=scenario, seed=seed)
+    publisher = MqttPublisher(mqtt_url, tenant) if mqtt_url else \
+        HttpPublisher(base_url, api_key, tenant)
     try:
-        return run_feed(feed, publisher, speedup, stop, day=day, start_t=start_t,
-                        scenario=scenario, seed=seed, timezone=tz)
+        return run_feed(feed, publisher, speedup, stop, trace=plan.trace,
+                        start_t=plan.start_t, shift_s=plan.shift_s)
     finally:
         publisher.close()
