@@ -15,7 +15,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 STUDIES = "/apps/floodrisk/pages/studies"
 #: pages a person opens that need the dashboard's session
-SIGN_IN_PAGES = [STUDIES, "/apps/floodrisk/pages/report?study=demo"]
+SIGN_IN_PAGES = [STUDIES, "/apps/floodrisk/pages/report?study=demo", "/apps/floodwatch/watch",
+                 "/apps/transit/analytics", "/apps/subsidence/pages/ground",
+                 "/apps/subsidence/pages/profile", "/apps/subsidence/pages/levelling"]
 
 
 def test_the_flood_risk_view_lists_the_study_and_opens_its_report(open_page, server,

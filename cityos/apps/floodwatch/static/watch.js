@@ -1,6 +1,7 @@
 // The flood watch's operations view: every site's depth, alert level, quality flags
 // and nowcast, the pumps with their last command, and the event report. Data from
 // /apps/floodwatch/*; key and language as every app page (app-page.js).
+import "/web/static/js/sign-in.js"; // needs the dashboard's session
 import { api, chooseLanguage, key, lang, t, tenant } from "/web/static/js/app-page.js";
 
 const $ = (id) => document.getElementById(id);

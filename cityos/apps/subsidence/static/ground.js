@@ -1,6 +1,7 @@
 // InSAR points of the caller's areas, coloured by vertical velocity on a diverging
 // scale (line-of-sight velocity for a product without incidence angle: the API's
 // "component"); a click shows the point's series with the fitted model.
+import "/web/static/js/sign-in.js"; // needs the dashboard's session
 import { api, chooseLanguage } from "/web/static/js/app-page.js";
 
 const $ = (id) => document.getElementById(id);

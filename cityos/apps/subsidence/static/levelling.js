@@ -1,5 +1,6 @@
 // The latest levelling comparison of the caller's tenant; operators upload a new
 // benchmarks CSV (it is compared with the points inside the tenant's areas).
+import "/web/static/js/sign-in.js"; // needs the dashboard's session
 import { ApiError, key, tenant, chooseLanguage, api } from "/web/static/js/app-page.js";
 
 const $ = (id) => document.getElementById(id);

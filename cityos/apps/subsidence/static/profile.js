@@ -1,5 +1,6 @@
 // Chainage profile of the caller's linear assets: rate and cumulative displacement
 // per bin along the line, from /apps/subsidence/assets/{id}/profile.
+import "/web/static/js/sign-in.js"; // needs the dashboard's session
 import { api, chooseLanguage } from "/web/static/js/app-page.js";
 
 const $ = (id) => document.getElementById(id);

@@ -1,6 +1,7 @@
 // Operations analytics of one service date, and the service-alert desk. Every
 // number comes from the transit API (/apps/transit/analytics/*, /alerts); the
 // page only draws it. Key and language as every app page (app-page.js).
+import "/web/static/js/sign-in.js"; // needs the dashboard's session
 import { api, chooseLanguage, lang, pick, t } from "/web/static/js/app-page.js";
 
 const $ = (id) => document.getElementById(id);
