@@ -14,6 +14,7 @@ from cityos.apps.transit.evaluate_cli import evaluate_command
 from cityos.apps.transit.feed_cli import DroppedListOption, SkipInvalidOption, load_feed
 from cityos.config import Settings
 from cityos.core.errors import NgsiLdError
+from cityos.core.progress import Progress
 
 app = typer.Typer(no_args_is_help=True, help="Bus operations: GTFS import and more.")
 
@@ -51,8 +52,11 @@ def import_gtfs(
     reading = load_feed(feed, skip_invalid=skip_invalid, dropped_list=dropped_list,
                         undone="nothing was imported")
     store = _open_store(settings)
+    parsed = reading.feed
+    total = len(parsed.agencies) + len(parsed.stops) + len(parsed.routes)
     try:
-        report = import_feed(store, tenant, reading)
+        with Progress(f"import {feed.name}", total=total, unit="entities") as bar:
+            report = import_feed(store, tenant, reading, progress=bar.advance)
     except RuntimeError as error:
         _fail(str(error))
     finally:
@@ -131,9 +135,10 @@ def simulate(
     typer.echo(f"{feed.name}: replaying {plan.day}, {len(plan.trace.pings)} pings, "
                f"shifted {plan.shift_s:+.0f} s to the present", err=True)
     try:
-        published = simulate_feed(reading.feed, mqtt_url=mqtt_url, base_url=base_url,
-                                  api_key=api_key, tenant=tenant, speedup=speedup,
-                                  plan=plan)
+        with Progress(f"sim {feed.name}", total=len(plan.trace.pings), unit="pings") as bar:
+            published = simulate_feed(reading.feed, mqtt_url=mqtt_url, base_url=base_url,
+                                      api_key=api_key, tenant=tenant, speedup=speedup,
+                                      plan=plan, progress=bar.advance)
     except ConnectionError as error:
         _fail(str(error))
     typer.echo(f"{published} pings published")

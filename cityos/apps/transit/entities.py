@@ -9,6 +9,7 @@ route's ``location`` is the MultiLineString of the distinct shapes its trips fol
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -141,7 +142,8 @@ def feed_counts(feed: Feed) -> dict[str, int]:
 
 
 def import_feed(store, tenant: str, path: str | Path | FeedReading, *,
-                skip_invalid: bool = False, batch_size: int = BATCH_SIZE) -> ImportReport:
+                skip_invalid: bool = False, batch_size: int = BATCH_SIZE,
+                progress: Callable[[int], None] | None = None) -> ImportReport:
     """Read a GTFS feed and write its agencies, stops and routes to the store.
 
     The feed is read and checked in full first: when it has errors nothing is
@@ -162,6 +164,9 @@ def import_feed(store, tenant: str, path: str | Path | FeedReading, *,
         ignored for a feed already read.
     batch_size : int
         Entities per ``upsert_entities`` call.
+    progress : callable, optional
+        Called with the number of entities of each batch written (e.g.
+        :meth:`cityos.core.progress.Progress.advance`).
 
     Returns
     -------
@@ -187,6 +192,8 @@ def import_feed(store, tenant: str, path: str | Path | FeedReading, *,
                                f"{first['entityId']}: {first['error'].get('detail')}; "
                                f"{written + len(result.success)} written")
         written += len(result.success)
+        if progress is not None:
+            progress(len(result.success))
     counts = feed_counts(feed)
     store.put_document(tenant, *FEED_DOCUMENT, {
         "path": str(Path(path).resolve()), "importedAt": now_datetime().isoformat(),

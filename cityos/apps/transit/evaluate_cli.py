@@ -21,6 +21,7 @@ import typer
 from cityos.apps.transit.evaluation import EvaluationReport, evaluate
 from cityos.apps.transit.feed_cli import DroppedListOption, SkipInvalidOption, load_feed
 from cityos.apps.transit.models import Feed
+from cityos.core.progress import Progress
 
 __all__ = ["evaluate_command", "service_weekdays"]
 
@@ -68,6 +69,9 @@ def evaluate_command(
         "--save", help="Also write the trained predictor here (.npz).")] = None,
     skip_invalid: SkipInvalidOption = False,
     dropped_list: DroppedListOption = None,
+    routes: Annotated[list[str] | None, typer.Option(
+        "--route", help="Simulate only this route (repeat for several) [default: all].")]
+    = None,
 ) -> EvaluationReport:
     """Train on simulated days, evaluate on the held-out next day, print the table.
 
@@ -97,17 +101,28 @@ def evaluate_command(
     typer.echo(f"Simulating {days + 1} day(s) from {service_days[0]} ({scenario}, "
                f"{timezone}) ...", err=True)
 
-    def arrivals():
-        for day in service_days[:-1]:  # one simulated day in memory at a time
-            yield from synthetic.simulate_day(feed, day, scenario, seed=seed).arrivals
+    def simulated(day: date):
+        return synthetic.simulate_day(feed, day, scenario, seed=seed,
+                                      route_ids=routes or None)
 
-    predictor = ArrivalPredictor()
-    predictor.learn(arrivals(), feed)
-    if save is not None:
-        predictor.save(save)
-    held_out = (synthetic.simulate_day(feed, day, scenario, seed=seed)
-                for day in service_days[-1:])
-    report = evaluate(feed, [], held_out, every_s=every_s, predictor=predictor,
-                      scenario=scenario, train_day_count=days)
+    with Progress("evaluate", total=days + 1, unit="days") as bar:
+        def arrivals():
+            for day in service_days[:-1]:  # one simulated day in memory at a time
+                trace = simulated(day)
+                yield from trace.arrivals
+                bar.step(f"training day {day}", f"{len(trace.arrivals):,} arrivals")
+
+        def held_out():
+            for day in service_days[-1:]:
+                trace = simulated(day)
+                yield trace
+                bar.step(f"held-out day {day}", f"{len(trace.pings):,} pings replayed")
+
+        predictor = ArrivalPredictor()
+        predictor.learn(arrivals(), feed)
+        if save is not None:
+            predictor.save(save)
+        report = evaluate(feed, [], held_out(), every_s=every_s, predictor=predictor,
+                          scenario=scenario, train_day_count=days)
     typer.echo(report.table())
     return report

@@ -212,7 +212,7 @@ def run_feed(feed: Feed, publish: Callable[..., None], speedup: float = 1.0,
              stop: threading.Event | None = None, *, day: date | None = None,
              start_t: float | None = None, shift_s: float = 0.0,
              scenario: str = "congested", seed: int = 0, timezone: str | None = None,
-             trace=None) -> int:
+             trace=None, progress: Callable[[int], None] | None = None) -> int:
     """Replay a simulated service day of ``feed`` through ``publish``, on a clock.
 
     Parameters
@@ -236,6 +236,9 @@ def run_feed(feed: Feed, publish: Callable[..., None], speedup: float = 1.0,
         As :func:`~cityos.apps.transit.synthetic.simulate_day`.
     trace : DayTrace, optional
         An already simulated day to replay instead.
+    progress : callable, optional
+        Called with the pings published (or skipped before ``start_t``) in each round,
+        e.g. :meth:`cityos.core.progress.Progress.advance`.
 
     Returns
     -------
@@ -260,15 +263,20 @@ def run_feed(feed: Feed, publish: Callable[..., None], speedup: float = 1.0,
         release.append(latest)
     sim_start = start_t if start_t is not None else release[0]
     index = next((i for i, r in enumerate(release) if r >= sim_start), len(pings))
+    if progress is not None and index:
+        progress(index)
     wall_start = time.monotonic()
     flush = getattr(publish, "flush", None)
     sent = 0
     while index < len(pings) and not stop.is_set():
         now = sim_start + (time.monotonic() - wall_start) * speedup
+        before = index
         while index < len(pings) and release[index] <= now:
             publish(pings[index], shift_s)
             index += 1
             sent += 1
+        if progress is not None and index > before:
+            progress(index - before)
         if flush is not None:
             flush()
         if index < len(pings):
@@ -498,7 +506,8 @@ def simulate_feed(feed: str | Path | Feed, *, mqtt_url: str | None = None,
                   base_url: str | None = None, api_key: str = "", tenant: str = "default",
                   speedup: float = 1.0, day: date | None = None, start_local_s: int | None = None,
                   scenario: str = "congested", seed: int = 0,
-                  stop: threading.Event | None = None, plan: ReplayPlan | None = None) -> int:
+                  stop: threading.Event | None = None, plan: ReplayPlan | None = None,
+                  progress: Callable[[int], None] | None = None) -> int:
     """Drive the vehicles of any GTFS feed (a path, read with
     :func:`cityos.apps.transit.gtfs.read_feed`, or a :class:`Feed`) for a day, the
     pings moved to the present (see :func:`plan_replay`).
@@ -517,6 +526,8 @@ def simulate_feed(feed: str | Path | Feed, *, mqtt_url: str | None = None,
     plan : ReplayPlan, optional
         Already chosen with :func:`plan_replay` (``day``, ``start_local_s``,
         ``scenario`` and ``seed`` are then not used).
+    progress : callable, optional
+        As :func:`run_feed`.
 
     Returns
     -------
@@ -541,6 +552,6 @@ def simulate_feed(feed: str | Path | Feed, *, mqtt_url: str | None = None,
         HttpPublisher(base_url, api_key, tenant)
     try:
         return run_feed(feed, publisher, speedup, stop, trace=plan.trace,
-                        start_t=plan.start_t, shift_s=plan.shift_s)
+                        start_t=plan.start_t, shift_s=plan.shift_s, progress=progress)
     finally:
         publisher.close()
