@@ -1,7 +1,7 @@
 """Layers of the entity types the core itself writes: alerts and the demo city's sample.
 
-Apps restyle or add types with :func:`cityos.web.layers.register_layer` in their own
-``web.py``; these are only the defaults of the Smart Data Models types the core's
+Apps restyle or add types with the layers their ``AppSpec`` names (their own
+``web.py``); these are only the defaults of the Smart Data Models types the core's
 demo sample uses.
 """
 

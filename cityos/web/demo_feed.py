@@ -1,6 +1,6 @@
 """The core's live demo feed: two buses driving round the demo city, and one alert.
 
-Registered in :data:`cityos.demo.DEMO_SIMULATORS`, so ``cityos demo`` shows things
+Listed in :data:`cityos.demo.CORE_SIMULATORS`, so ``cityos demo`` shows things
 moving on the dashboard before any app adds its own simulator. It writes through
 the NGSI-LD HTTP API with the demo's key, the same way a gateway would: every two
 seconds each bus moves along its loop (``location``, ``speed``, ``heading``); after a
