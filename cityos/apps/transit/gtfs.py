@@ -1391,8 +1391,8 @@ class _Reader:
             self.problems.tally("trips.txt", line, "trip_id", why, trip_id)
             self.problems.dropped.append(GtfsProblem(
                 "trips.txt", line, "trip_id",
-                f"{trip_id!r} has {timed.get(trip_id, 0)} stop time(s); at least two are "
-                "needed", "dropped"))
+                f"{trip_id!r} has fewer than two stop times ({timed.get(trip_id, 0)})",
+                "dropped"))
         gone = set(short)
         kept = {trip_id: trip for trip_id, trip in trips.items() if trip_id not in gone}
         frequencies = {trip_id: f for trip_id, f in frequencies.items() if trip_id not in gone}

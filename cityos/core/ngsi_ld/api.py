@@ -41,7 +41,7 @@ from cityos.core.ngsi_ld.context import (
     link_context,
     read_body,
 )
-from cityos.core.store.base import UpdateResult
+from cityos.core.store.base import BatchResult, UpdateResult
 from cityos.core.tenancy import Caller, get_store, require
 
 router = APIRouter(tags=["NGSI-LD"])
@@ -359,9 +359,28 @@ def _batch_items(body: LdBody) -> list:
     return data
 
 
-def _batch_entities(body: LdBody) -> list:
-    return [canonical_entity(item, body.context_of(item, f"entity {index}: "))
-            for index, item in enumerate(_batch_items(body))]
+def _batch_entities(body: LdBody, failed: BatchResult) -> list:
+    """The batch's entities with stored names; one whose ``@context`` does not go with
+    the Content-Type fails alone (into ``failed``), a null item fails the request."""
+    items = _batch_items(body)
+    entities = []
+    for index, item in enumerate(items):
+        if item is None:  # not an entity that fails alone: the request is malformed
+            raise BadRequestData(f"entity {index}: null is not an entity")
+        try:
+            context = body.context_of(item, f"entity {index}: ")
+        except BadRequestData as error:
+            failed.fail(item.get("id") if isinstance(item, dict) else None, error)
+            continue
+        entities.append(canonical_entity(item, context))
+    return entities
+
+
+def _with_failed(result, failed: BatchResult):
+    """``result`` with the entities refused before the store (``failed``) among its
+    errors."""
+    result.errors = failed.errors + result.errors
+    return result
 
 
 def _batch_response(result, created_status: int = 201,
@@ -380,7 +399,9 @@ def _batch_response(result, created_status: int = 201,
 def batch_create(caller: Caller = Depends(require("operator")), store=Depends(get_store),
                  body: LdBody = Depends(read_body)) -> Response:
     """Create many entities: 201 with their ids, or 207 with success and errors."""
-    result = store.create_entities(caller.tenant, _batch_entities(body))
+    failed = BatchResult()
+    entities = _batch_entities(body, failed)
+    result = _with_failed(store.create_entities(caller.tenant, entities), failed)
     return _batch_response(result)
 
 
@@ -394,8 +415,10 @@ def batch_upsert(caller: Caller = Depends(require("operator")), store=Depends(ge
     chosen = parse_options(options, ("update", "replace"))
     if chosen == {"update", "replace"}:
         raise BadRequestData("options: update and replace exclude each other")
-    result = store.upsert_entities(caller.tenant, _batch_entities(body),
-                                   replace="update" not in chosen)
+    failed = BatchResult()
+    entities = _batch_entities(body, failed)
+    result = _with_failed(store.upsert_entities(caller.tenant, entities,
+                                                replace="update" not in chosen), failed)
     return _batch_response(result, created=list(dict.fromkeys(result.created)))
 
 
@@ -404,8 +427,10 @@ def batch_update(caller: Caller = Depends(require("operator")), store=Depends(ge
                  body: LdBody = Depends(read_body), options: str | None = None) -> Response:
     """Append attributes to existing entities (``options=noOverwrite``): 204 or 207."""
     chosen = parse_options(options, ("noOverwrite",))
-    result = store.update_entities(caller.tenant, _batch_entities(body),
-                                   no_overwrite="noOverwrite" in chosen)
+    failed = BatchResult()
+    entities = _batch_entities(body, failed)
+    result = _with_failed(store.update_entities(caller.tenant, entities,
+                                                no_overwrite="noOverwrite" in chosen), failed)
     return _batch_response(result, created=[])
 
 

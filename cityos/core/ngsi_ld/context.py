@@ -721,4 +721,8 @@ async def read_body(request: Request) -> LdBody:
         raise InvalidRequest("request body is empty; a JSON payload is required")
     data = parse_json(raw)
     json_ld = content_type == JSON_LD
+    if json_ld and context_url_from_link(request.headers.get("link")) is not None:
+        # 6.3.5: a JSON-LD body brings its own @context; a context link as well is refused
+        raise BadRequestData(f"Link: a JSON-LD context link header is not allowed with "
+                             f"Content-Type {JSON_LD} (put the context in the body)")
     return LdBody(data, json_ld, CORE if json_ld else link_context(request))

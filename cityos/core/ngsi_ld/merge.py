@@ -51,16 +51,31 @@ def is_null(value: Any) -> bool:
 
 
 def is_deletion(instance: Any) -> bool:
-    """True when an attribute instance of a fragment asks for its own deletion."""
+    """True when an attribute instance of a fragment asks for its own deletion (its
+    value is the NGSI-LD Null; a JSON null value is no value, refused by
+    :func:`check_fragment`)."""
     if not isinstance(instance, dict):
-        return is_null(instance)
+        return instance == NGSI_LD_NULL
     for key in _VALUE_MEMBERS:
         if key in instance:
             member = instance[key]
             if key == "languageMap" and isinstance(member, dict) and list(member) == ["@none"]:
-                return is_null(member["@none"])
-            return is_null(member)
+                return member["@none"] == NGSI_LD_NULL
+            return member == NGSI_LD_NULL
     return False
+
+
+def check_fragment(fragment: dict) -> None:
+    """Refuse, before the entity is looked up, an attribute whose value is JSON null
+    (JSON-LD drops it, leaving an attribute without value): BadRequestData."""
+    for name, attr in fragment.items():
+        if name in RESERVED_KEYS:
+            continue
+        for instance in attribute_instances(attr) if attr is not None else [None]:
+            if instance is None or (isinstance(instance, dict) and any(
+                    key in instance and instance[key] is None for key in _VALUE_MEMBERS)):
+                raise BadRequestData(f"{name}: null is not a value (delete with the NGSI-LD "
+                                     f"Null, {NGSI_LD_NULL!r})")
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -283,6 +298,7 @@ def apply_to_record(store: ContextStore, tx, entity_id: str, fragment: dict, mod
                     now: int, *, no_overwrite: bool = False
                     ) -> tuple[UpdateResult, EntityEvent]:
     """:func:`write_fragment` inside an open transaction (batch merge uses it)."""
+    check_fragment(fragment)
     record = store._existing(tx, entity_id)
     entity = dict(record.entity)
     result, written = apply_fragment(entity, fragment, mode, no_overwrite=no_overwrite)

@@ -22,12 +22,11 @@ from fastapi.responses import RedirectResponse
 
 from cityos.core.entities import (
     RESERVED_KEYS,
-    check_attribute_name,
     entity_types,
     is_uri,
 )
 from cityos.core.errors import BadRequestData, ResourceNotFound
-from cityos.core.ngsi_ld import merge
+from cityos.core.ngsi_ld import merge, temporal_instances
 from cityos.core.ngsi_ld.api import (
     MAX_BATCH_ENTITIES,
     bool_param,
@@ -47,6 +46,7 @@ from cityos.core.ngsi_ld.context import (
     link_context,
     read_body,
 )
+from cityos.core.ngsi_ld.paths import path_attribute, path_entity_id
 from cityos.core.ngsi_ld.purge import purge
 from cityos.core.store.base import (
     BatchResult,
@@ -62,21 +62,6 @@ SYSTEM_ATTRIBUTES = frozenset({"createdAt", "modifiedAt", "deletedAt", "observed
 
 
 # ================================================================== checks
-def path_entity_id(entity_id: str) -> str:
-    """The entity id of a path, checked to be a URI (400 BadRequestData otherwise)."""
-    if not is_uri(entity_id):
-        raise BadRequestData(f"entity id {entity_id!r} in the path is not a URI")
-    return entity_id
-
-
-def path_attribute(attr_id: str, context: LdContext) -> str:
-    """The stored name of a path's attribute name, checked (``..`` and the like refused)."""
-    if attr_id in (".", "..") or "/" in attr_id:
-        raise BadRequestData(f"attribute name {attr_id!r} in the path is not valid")
-    check_attribute_name(attr_id)
-    return context.to_canonical(attr_id)
-
-
 def gate_type(store, tenant: str, entity_id: str, text: str | None,
               context: LdContext) -> None:
     """The ``type`` selector of a write (4.17): 404 unless the entity has one of them."""
@@ -235,7 +220,8 @@ def delete_attribute(entity_id: str, attr_id: str,
         raise BadRequestData(f"datasetId: {datasetId!r} is not a URI")
     gate_type(store, caller.tenant, entity_id, type, context)
     if name == "scope":
-        merge.write_fragment(store, caller.tenant, entity_id, {"scope": None}, "merge")
+        merge.write_fragment(store, caller.tenant, entity_id, {"scope": merge.NGSI_LD_NULL},
+                             "merge")
         return Response(status_code=204)
     store.delete_attribute(caller.tenant, entity_id, name, dataset_id=datasetId,
                            delete_all=bool_param(deleteAll, "deleteAll"))
@@ -306,6 +292,8 @@ def purge_entities(caller: Caller = Depends(require("operator")), store=Depends(
     ``q``), a geo-query or ``local=true`` is required: ids alone are too wide."""
     if keep is not None and drop is not None:
         raise BadRequestData("keep and drop exclude each other")
+    if q is not None and "{" in q:
+        raise BadRequestData("q: a linked entity query (attr{...}) is not allowed in a purge")
     wanted_attrs = [path_attribute(n, context) for n in list_param(attrs)] or None
     expression = q_expression(q, context, settings)
     q_names = _q_names(expression)
@@ -338,3 +326,6 @@ def _q_names(expression: Any) -> set[str]:
         return {path.name}
     return set().union(*(_q_names(p) for p in getattr(expression, "parts", ())))
 
+
+# the temporal attribute-instance routes answer before temporal_api's too
+router.include_router(temporal_instances.router)

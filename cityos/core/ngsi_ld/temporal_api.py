@@ -49,6 +49,7 @@ from cityos.core.ngsi_ld.context import (
     link_context,
     read_body,
 )
+from cityos.core.ngsi_ld.paths import path_entity_id
 from cityos.core.store.base import EntityQuery, TemporalQuery, temporal_window
 from cityos.core.tenancy import Caller, get_app_settings, get_store, require
 from cityos.core.timefmt import format_datetime, from_micros, parse_datetime, to_micros
@@ -56,7 +57,7 @@ from cityos.core.timefmt import format_datetime, from_micros, parse_datetime, to
 router = APIRouter(tags=["NGSI-LD temporal"])
 
 TEMPORAL_PATH = "/ngsi-ld/v1/temporal/entities/"
-_OPTIONS = ("temporalValues", "aggregatedValues", "count", "normalized")
+_OPTIONS = ("temporalValues", "aggregatedValues", "count", "normalized", "sysAttrs")
 _VALUE_MEMBER = {"Relationship": ("object", "objects"),
                  "LanguageProperty": ("languageMap", "languageMaps")}
 
@@ -169,7 +170,9 @@ def render_temporal(item: dict, context: LdContext, options: set[str],
     """One temporal entity from the store in the representation asked for."""
     item = compact_entity(item, context)
     if "temporalValues" not in options and aggregation is None:
-        return item
+        from cityos.core.ngsi_ld.temporal_instances import with_instance_ids
+
+        return with_instance_ids(item)
     out = {"id": item["id"], "type": item["type"]}
     for name, instances in item.items():
         if name in ("id", "type"):
@@ -313,6 +316,7 @@ def create_temporal(caller: Caller = Depends(require("operator")), store=Depends
 def append_temporal(entity_id: str, caller: Caller = Depends(require("operator")),
                     store=Depends(get_store), body: LdBody = Depends(read_body)) -> Response:
     """Add attribute instances to the history of an existing entity."""
+    path_entity_id(entity_id)
     data = canonical_entity(body.data, body.context)
     if not isinstance(data, dict):
         raise BadRequestData("the request body must be a JSON object of attributes")
@@ -329,6 +333,7 @@ def append_temporal(entity_id: str, caller: Caller = Depends(require("operator")
 def delete_temporal(entity_id: str, caller: Caller = Depends(require("operator")),
                     store=Depends(get_store)) -> Response:
     """Remove the history of an entity; 404 when there is neither history nor entity."""
+    path_entity_id(entity_id)
     removed = store.delete_history(caller.tenant, entity_id)
     if not removed:
         store.get_record(caller.tenant, entity_id)  # raises ResourceNotFound

@@ -156,6 +156,14 @@ class StoreTransaction(ABC):
         """Append history rows; a row whose (entity, attribute, dataset, instant) is
         already stored is ignored, so a redelivered observation is kept once."""
 
+    def delete_history_rows(self, entity_id: str, attribute: str,
+                            dataset_id: str | None = None,
+                            observed_us: int | None = None) -> int:
+        """Remove history rows of one attribute (of one ``dataset_id`` and one instant
+        when given) before this transaction's own ``add_history`` rows are written;
+        return how many were removed."""
+        raise NotImplementedError(f"{type(self).__name__} cannot delete history rows")
+
 
 class ContextStore(ABC):
     """The context store with NGSI-LD semantics over a backend's primitives.

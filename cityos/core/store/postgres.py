@@ -219,6 +219,19 @@ class _PostgresTransaction(StoreTransaction):
     def add_history(self, rows: list[HistoryRow]) -> None:
         self._history.extend(rows)
 
+    def delete_history_rows(self, entity_id, attribute, dataset_id=None, observed_us=None):
+        if not _storable([entity_id]):
+            return 0
+        sql = "DELETE FROM history WHERE tenant = %s AND entity_id = %s AND attribute = %s"
+        params: list = [self.tenant, entity_id, attribute]
+        if dataset_id is not None:
+            sql += " AND dataset_id = %s"
+            params.append(dataset_id)
+        if observed_us is not None:
+            sql += " AND observed_us = %s"
+            params.append(observed_us)
+        return self.conn.execute(sql, params).rowcount
+
     def flush(self) -> None:
         """Write the buffered deletes, entity upserts and history rows."""
         if self._deletes:

@@ -236,6 +236,17 @@ class _SqliteTransaction(StoreTransaction):
                            r.entity_type, r.encoded or dumps(r.instance), r.number)
                           for r in rows]
 
+    def delete_history_rows(self, entity_id, attribute, dataset_id=None, observed_us=None):
+        sql = "DELETE FROM history WHERE tenant = ? AND entity_id = ? AND attribute = ?"
+        params: list = [self.tenant, entity_id, attribute]
+        if dataset_id is not None:
+            sql += " AND dataset_id = ?"
+            params.append(dataset_id)
+        if observed_us is not None:
+            sql += " AND observed_us = ?"
+            params.append(observed_us)
+        return self.conn.execute(sql, params).rowcount
+
     def _write_updates(self) -> None:
         if self._updates:
             self.conn.executemany(

@@ -72,7 +72,7 @@ def test_skip_invalid_says_how_many_rows_of_each_file_were_dropped_and_why(tmp_p
                        "date (YYYYMMDD) (line 3)"
     assert lines[1] == "th: trips.txt: 2 rows dropped: 1 service_id: '...' is not a " \
                        "service_id of calendar.txt or calendar_dates.txt (line 3); 1 " \
-                       "trip_id: '...' has N stop time(s); at least two are needed (line 5)"
+                       "trip_id: '...' has fewer than two stop times (N) (line 5)"
     assert lines[2] == "th: stop_times.txt: 4 rows dropped: 2 trip_id: '...' is not a " \
                        "trip_id of trips.txt (lines 5, 6); 1 arrival_time: '...' is not a " \
                        "time: minutes and seconds must be 00..59 (line 8); 1 trip_id: the " \

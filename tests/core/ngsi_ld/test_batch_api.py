@@ -104,12 +104,30 @@ def test_batch_shape_and_size_are_checked(client):
 
 
 def test_json_ld_batch_needs_a_context_per_entity(client):
+    """An entity without @context in a JSON-LD batch (or with one in a JSON batch) fails
+    alone, 207 (ETSI GS CIM 009 6.3.5 per entity, suite cases 003_06_01 and 003_08_01)."""
     ld = {"Content-Type": "application/ld+json"}
     good = {**vehicle(1), "@context": "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"}
-    body = problem(client.post(f"{OPS}/create", json=[good, vehicle(2)], headers=ld), 400,
-                   "BadRequestData")
-    assert body["detail"].startswith("entity 1: @context is required")
-    assert client.post(f"{OPS}/create", json=[good], headers=ld).status_code == 201
+    answer = client.post(f"{OPS}/create", json=[good, vehicle(2)], headers=ld)
+    assert answer.status_code == 207, answer.text
+    body = answer.json()
+    assert body["success"] == [good["id"]]
+    assert [e["entityId"] for e in body["errors"]] == [vehicle(2)["id"]]
+    assert body["errors"][0]["error"]["detail"].startswith("entity 1: @context is required")
+    answer = client.post(f"{OPS}/upsert", json=[{**vehicle(3), "@context": good["@context"]}])
+    assert answer.status_code == 207, answer.text
+    assert "not allowed" in answer.json()["errors"][0]["error"]["detail"]
+    problem(client.get(f"{API}/entities/{vehicle(3)['id']}"), 404, "ResourceNotFound")
+
+
+def test_json_ld_body_with_a_context_link_is_refused(client):
+    """6.3.5: Content-Type application/ld+json together with a JSON-LD Link header."""
+    link = ('<https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld>; '
+            'rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"')
+    good = {**vehicle(1), "@context": "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"}
+    headers = {"Content-Type": "application/ld+json", "Link": link}
+    problem(client.post(f"{OPS}/create", json=[good], headers=headers), 400, "BadRequestData")
+    problem(client.post(f"{API}/entities", json=good, headers=headers), 400, "BadRequestData")
 
 
 def test_query_with_a_query_object(client):
