@@ -68,3 +68,12 @@ def test_a_page_opened_without_a_session_says_to_sign_in(open_page, server, path
     assert '"type"' not in page.locator("body").inner_text()  # not a JSON problem
     link.click()
     page.wait_for_selector("#signin-key", timeout=15000)  # the dashboard's sign-in
+
+
+@pytest.mark.parametrize("url", ["/apps/floodrisk/studies", "/apps/floodrisk/studies/demo/report"])
+def test_the_api_url_opened_in_a_browser_leads_to_the_sign_in(open_page, server, url):
+    page = open_page(width=1200, height=800)
+    page.goto(server.url + url)
+    page.locator("body[data-sign-in=needed]").wait_for(timeout=15000)
+    assert page.url.startswith(server.url + "/apps/floodrisk/pages/")
+

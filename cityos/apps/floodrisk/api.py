@@ -13,6 +13,9 @@ and report are stored as documents, their flood extents as ``FloodHazardArea`` e
 ``GET /pages/report?study=ID``                   public    a study's report page (HTML)
 ===============================================  ========  ================================
 
+A browser that opens ``/studies`` or ``/studies/{id}/report`` itself (HTML first in its
+``Accept``, no key) is sent (303) to the matching page instead of a JSON 401.
+
 The pages are what a person opens (the dashboard's *Flood risk* view, the map's link):
 they carry no data and load it with the dashboard's signed-in session; without one
 they say to sign in (``/web/static/js/sign-in.js``).
@@ -22,24 +25,42 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from urllib.parse import quote
 
 import orjson
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse
+from starlette.exceptions import HTTPException
 
 from cityos.apps.floodrisk.demo import AREA_TYPE, DOC_KIND, STUDY_TYPE
 from cityos.core.errors import BadRequestData, ResourceNotFound
-from cityos.core.tenancy import Caller, get_store, require
+from cityos.core.tenancy import Caller, get_app_settings, get_store, request_token, require
 
 router = APIRouter(tags=["floodrisk"])
 STATIC = Path(__file__).parent / "static"
 PAGES = {"studies": "studies.html", "report": "report.html"}
+#: The study list page (the dashboard's view and the map's link open it too).
+STUDIES_PAGE = "/apps/floodrisk/pages/studies"
+REPORT_PAGE = "/apps/floodrisk/pages/report?study={study_id}"
 STUDY_ID = re.compile(r"^[A-Za-z0-9._~\-]{1,64}$")
 
 
 def _json(data, status_code: int = 200) -> Response:
     return Response(orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY),
                     status_code=status_code, media_type="application/json")
+
+
+def opened_by_a_person(page: str):
+    """A dependency (listed before the key check) that sends a browser opening this API
+    URL to the page showing it: an address bar sends no key and prefers HTML, and
+    would get the JSON of a 401. ``page`` may name the route's path parameters."""
+    def check(request: Request, settings=Depends(get_app_settings)) -> None:
+        accept = request.headers.get("accept", "")
+        if (settings.auth_required and request_token(request) is None
+                and accept.split(",")[0].split(";")[0].strip() == "text/html"):
+            raise HTTPException(303, headers={"Location": page.format(**{
+                k: quote(v, safe="") for k, v in request.path_params.items()})})
+    return Depends(check)
 
 
 def _document(store, tenant: str, study_id: str) -> dict:
@@ -54,7 +75,8 @@ def _document(store, tenant: str, study_id: str) -> dict:
 
 
 @router.get("/studies")
-def list_studies(caller: Caller = Depends(require("viewer")),
+def list_studies(_page=opened_by_a_person(STUDIES_PAGE),
+                 caller: Caller = Depends(require("viewer")),
                  store=Depends(get_store)) -> Response:
     """Every published study: id, name, return periods, packages and the headline."""
     rows = []
@@ -78,7 +100,8 @@ def study_summary(study_id: str, caller: Caller = Depends(require("viewer")),
 
 
 @router.get("/studies/{study_id}/report", response_class=HTMLResponse)
-def study_report(study_id: str, caller: Caller = Depends(require("viewer")),
+def study_report(study_id: str, _page=opened_by_a_person(REPORT_PAGE),
+                 caller: Caller = Depends(require("viewer")),
                  store=Depends(get_store)) -> HTMLResponse:
     """The study's HTML report (self-contained)."""
     html = _document(store, caller.tenant, study_id).get("report_html")

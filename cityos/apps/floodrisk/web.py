@@ -11,10 +11,8 @@ studies and opens their reports.
 from __future__ import annotations
 
 from cityos.appkit.dashboard import ColorSteps, LayerSpec, ViewSpec
+from cityos.apps.floodrisk.api import STUDIES_PAGE  # what the view and the map's link open
 from cityos.apps.floodrisk.demo import AREA_TYPE, DEPTH_CLASSES_M, STUDY_TYPE
-
-#: The study list page (what the view and the map's link open).
-STUDIES_PAGE = "/apps/floodrisk/pages/studies"
 
 DEPTH_COLOURS = ("#9ecae1", "#4292c6", "#2171b5", "#08306b")
 

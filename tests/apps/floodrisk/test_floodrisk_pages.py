@@ -61,3 +61,34 @@ def test_the_dashboard_offers_the_view_and_the_map_links_to_the_page(client):
     assert views["floodrisk"]["title"] == {"en": "Flood risk", "ja": "洪水リスク"}
     layers = {layer["entity_type"]: layer for layer in config["layers"]}
     assert layers["FloodHazardArea"]["app_url"] == "/apps/floodrisk/pages/studies"
+
+
+BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+
+
+@pytest.mark.parametrize("url, page", [
+    ("/apps/floodrisk/studies", "/apps/floodrisk/pages/studies"),
+    ("/apps/floodrisk/studies/new-town/report", "/apps/floodrisk/pages/report?study=new-town"),
+])
+def test_a_browser_opening_an_api_url_is_sent_to_its_page(client, url, page):
+    sent = client.get(url, headers=BROWSER, follow_redirects=False)
+    assert sent.status_code == 303
+    assert sent.headers["location"] == page
+    assert client.get(url, headers=BROWSER).text.startswith("<!doctype html>")
+
+
+@pytest.mark.parametrize("headers", [{}, {"Accept": "application/json"}, {"Accept": "*/*"}])
+def test_an_api_client_without_a_key_still_gets_a_401(client, headers):
+    response = client.get("/apps/floodrisk/studies", headers=headers, follow_redirects=False)
+    assert response.status_code == 401
+    assert response.json()["type"].endswith("/Unauthorized")
+
+
+def test_with_a_key_the_api_answers_json_even_to_a_browser_accept(client):
+    from cityos.core.tenancy import create_key
+
+    token, _ = create_key(client.app.state.store, "default", "viewer")
+    response = client.get("/apps/floodrisk/studies", follow_redirects=False,
+                          headers={**BROWSER, "Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+    assert response.json() == []
