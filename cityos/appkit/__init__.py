@@ -16,6 +16,9 @@ app's modules (``tests/test_architecture.py`` checks it):
 :mod:`cityos.appkit.dashboard`
     How an app's entities look on the map (``LayerSpec``, ``ColorSteps``,
     ``ColorCategories``) and its pages in the dashboard's bar (``ViewSpec``).
+:mod:`cityos.appkit.publish`
+    Readings through the real ingest path, as a device (MQTT, with commands) or a
+    gateway (HTTP) sends them; ``demo_publisher`` for a demo simulator.
 :mod:`cityos.appkit.reports`
     HTML reports with figures (matplotlib figures inlined as PNG).
 :mod:`cityos.appkit.demo`

@@ -56,7 +56,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -64,6 +64,7 @@ import numpy as np
 import orjson
 
 from cityos.appkit.demo import DemoContext
+from cityos.appkit.publish import demo_publisher
 from cityos.apps.floodwatch.demo import (
     GAUGE_TIP_MM,
     GAUGES,
@@ -91,7 +92,6 @@ DEVICE_EVERY = 10   # readings between two Device battery reports
 STATUS_EVERY = 20   # readings between two pump status reports
 COMMAND_ERROR_EVERY = 10  # every 10th command fails ("motor overload")
 PUMP_MODES = ("off", "on", "rule")
-BATCH_MAX = 500
 
 
 @dataclass(frozen=True)
@@ -588,164 +588,31 @@ def _stamp(t_s: float) -> str:
 
 
 # ====================================================================== transport
-class MqttLink:
-    """Publishes as the devices do and takes pump commands: one paho client.
-
-    Parameters
-    ----------
-    url : str
-        ``mqtt://host:port`` (``mqtts://`` for TLS, user and password in the URL).
-    tenant : str
-    on_command : callable, optional
-        ``on_command(pump_local_id, payload)`` for each message on
-        ``cityos/<tenant>/cmd/Pump/+``.
-    """
-
-    def __init__(self, url: str, tenant: str, on_command: Callable | None = None,
-                 client_id: str | None = None, connect_timeout_s: float = 15.0):
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-
-        from cityos.core.ingest.mqtt import broker_address
-
-        host, port, tls, user, password = broker_address(url)
-        self.tenant = tenant
-        self.on_command = on_command
-        self.command_topic = f"cityos/{tenant}/cmd/Pump/+"
-        self.subscribed = threading.Event()
-        self._connected = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                                  client_id=client_id or f"cityos-floodwatch-sim-{tenant}",
-                                  clean_session=True)
-        if tls:
-            self.client.tls_set()
-        if user:
-            self.client.username_pw_set(user, password)
-        self.client.max_inflight_messages_set(200)
-        self.client.max_queued_messages_set(0)
-        self.client.reconnect_delay_set(0.5, 10)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = lambda *args: self._connected.clear()
-        self.client.on_subscribe = lambda *args: self.subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.connect_async(host, port, keepalive=30)
-        self.client.loop_start()
-        if not self._connected.wait(connect_timeout_s):
-            self.client.loop_stop()
-            raise ConnectionError(f"MQTT broker {url} did not answer in {connect_timeout_s} s")
-        self.published = 0
-
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        self._connected.set()
-        if self.on_command is not None:  # again after every reconnect (clean session)
-            client.subscribe(self.command_topic, qos=1)
-
-    def _on_message(self, client, userdata, message) -> None:
-        if self.on_command is None:
-            return
-        try:
-            self.on_command(message.topic.rsplit("/", 1)[-1], message.payload)
-        except Exception:  # one bad command must not stop the controllers
-            log.exception("floodwatch sim: command on %s failed", message.topic)
-
-    def publish(self, kind: str, local_id: str, body: dict) -> None:
-        """Publish ``body`` to ``cityos/<tenant>/<kind>/<local_id>`` (``kind`` an entity
-        type, or ``cmdexe`` for a command's answer), QoS 1."""
-        topic = (f"cityos/{self.tenant}/cmdexe/Pump/{local_id}" if kind == "cmdexe"
-                 else f"cityos/{self.tenant}/{kind}/{local_id}")
-        self.client.publish(topic, orjson.dumps(body), qos=1)
-        self.published += 1
-
-    def flush(self) -> None:
-        """Nothing is buffered here (paho sends in the background)."""
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-class HttpLink:
-    """Publishes in batches to ``POST /apps/ingest/observations`` (no commands).
-
-    Parameters
-    ----------
-    base_url, api_key, tenant : str
-    """
-
-    def __init__(self, base_url: str, api_key: str, tenant: str, timeout_s: float = 10.0):
-        import httpx
-
-        headers = {"NGSILD-Tenant": tenant}
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        self.client = httpx.Client(base_url=base_url, headers=headers, timeout=timeout_s)
-        self._batch: list[dict] = []
-        self.published = 0
-
-    def publish(self, kind: str, local_id: str, body: dict) -> None:
-        """Queue one observation of entity type ``kind``."""
-        if kind == "cmdexe":
-            return
-        self._batch.append({"id": f"urn:ngsi-ld:{kind}:{local_id}", "type": kind, **body})
-        if len(self._batch) >= BATCH_MAX:
-            self.flush()
-
-    def flush(self) -> None:
-        """Send what is waiting; kept for the next try when the server is away."""
-        if not self._batch:
-            return
-        import httpx
-
-        try:
-            response = self.client.post("/apps/ingest/observations", json=self._batch)
-        except httpx.TransportError as error:
-            log.warning("floodwatch sim: ingest unreachable (%s); will retry", error)
-            return
-        if response.status_code >= 500:
-            log.warning("floodwatch sim: ingest answered %s; will retry", response.status_code)
-            return
-        if response.status_code >= 400 or response.status_code == 207:
-            log.warning("floodwatch sim: ingest refused some observations: %s %s",
-                        response.status_code, response.text[:500])
-        self.published += len(self._batch)
-        self._batch = []
-
-    def close(self) -> None:
-        self.flush()
-        self.client.close()
+def _send(publisher, message: tuple[str, str, dict]) -> None:
+    """Publish one ``(kind, local_id, body)`` message: ``kind`` an entity type, or
+    ``cmdexe`` for a pump command's answer."""
+    kind, local_id, body = message
+    if kind == "cmdexe":
+        publisher.publish("Pump", local_id, body, answer=True)
+    else:
+        publisher.publish(kind, local_id, body)
 
 
 def _link(demo, controllers: PumpControllers):
-    """Connect to the demo's broker (retrying until it answers or the demo stops), or
-    to its HTTP ingest when it has no broker; None when the demo stopped first."""
-    if demo.mqtt_url:
-        holder: dict = {}
+    """The demo's publisher (:func:`cityos.appkit.publish.demo_publisher`): MQTT with
+    the pump commands when the demo has a broker, else its HTTP ingest (readings only);
+    None when the demo stopped first."""
+    holder: dict = {}
 
-        def on_command(local_id: str, payload: bytes) -> None:
-            # the platform's clock decides expiry, whatever the feed's speed-up
-            for message in controllers.command(local_id, payload, clock_now()):
-                holder["link"].publish(*message)
+    def on_command(local_id: str, payload: bytes) -> None:
+        # the platform's clock decides expiry, whatever the feed's speed-up
+        for message in controllers.command(local_id, payload, clock_now()):
+            _send(holder["link"], message)
 
-        while not demo.stop.is_set():
-            try:
-                holder["link"] = MqttLink(demo.mqtt_url, demo.tenant, on_command)
-                return holder["link"]
-            except ConnectionError as error:
-                log.warning("floodwatch sim: %s", error)
-                demo.stop.wait(2.0)
-        return None
-    import httpx
-
-    link = HttpLink(demo.base_url, demo.api_key, demo.tenant)
-    while not demo.stop.is_set():  # wait for the server to come up
-        try:
-            if link.client.get("/health").status_code == 200:
-                return link
-        except httpx.HTTPError:
-            pass
-        demo.stop.wait(0.5)
-    link.close()
-    return None
+    holder["link"] = demo_publisher(demo, client_id=f"cityos-floodwatch-sim-{demo.tenant}",
+                                    label="floodwatch sim", command_type="Pump",
+                                    on_command=on_command)
+    return holder["link"]
 
 
 def run(demo: DemoContext, *, seed: int = 0, speedup: float = 1.0) -> None:
@@ -772,7 +639,7 @@ def run(demo: DemoContext, *, seed: int = 0, speedup: float = 1.0) -> None:
         return
     try:
         for message in controllers.status_reports(start_s):
-            link.publish(*message)
+            _send(link, message)
         link.flush()
         while not demo.stop.is_set():
             due_wall = start_wall + (feed.index + 1) * feed.dt_s / speedup
@@ -781,10 +648,10 @@ def run(demo: DemoContext, *, seed: int = 0, speedup: float = 1.0) -> None:
                 break
             tick = feed.tick(controllers.states())
             for message in feed.observations(tick):
-                link.publish(*message)
+                _send(link, message)
             if tick.index % STATUS_EVERY == STATUS_EVERY - 1:
                 for message in controllers.status_reports(tick.t_s):
-                    link.publish(*message)
+                    _send(link, message)
             link.flush()
     except Exception:
         log.exception("floodwatch sim: stopped by an error")
