@@ -23,6 +23,14 @@ Prints one Markdown table:
     the memory allocated while reading (:mod:`tracemalloc`, which NumPy arrays report
     to). Baseline: the same zip's CSV rows read with :mod:`csv`, nothing parsed,
     measured the same way.
+(iii) ``cityos transit evaluate`` (the command's function) on the demo city with 1 and
+    with ``--eval-days`` training days, each in a fresh interpreter: the peak resident
+    memory (``ru_maxrss``). The days are simulated one at a time and the held-out
+    day is scored into aggregates, so memory stays flat in days. Baseline: a fresh
+    interpreter that simulates one day of the same routes and holds it. Target (the
+    transit issue, after 1.12 GB for 2 days of a 1,128-trip feed): flat in days, at
+    most 1.25x the 1-day figure. The held-out day's predictions take no memory of
+    their own; what still grows is the training history ArrivalPredictor.learn holds.
 
 Usage::
 
@@ -51,7 +59,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._common import log, markdown, print_report  # noqa: E402
+from bench._common import log, markdown, print_report, yes_no  # noqa: E402
 from cityos.apps.transit.live import LiveFleet  # noqa: E402
 from cityos.apps.transit.models import (  # noqa: E402
     Feed,
@@ -307,6 +315,61 @@ def bench_import(repeats: int) -> tuple[list[list[str]], list[str]]:
     return rows, notes
 
 
+# ======================================================= evaluation memory
+_EVALUATE = r"""
+import json, resource, sys, time
+from datetime import date
+from cityos.apps.transit import synthetic
+from cityos.apps.transit.evaluate_cli import evaluate_command, service_weekdays
+days, routes, how = int(sys.argv[1]), sys.argv[2].split(",") if sys.argv[2] else None, sys.argv[3]
+started = time.perf_counter()
+predictions = 0
+if how == "evaluate":
+    report = evaluate_command(days=days, scenario="congested", seed=0, feed_path=None,
+                              start="2025-03-03", every_s=30.0, save=None,
+                              skip_invalid=False, dropped_list=None, routes=routes)
+    predictions = report.predictions
+else:  # the floor: one simulated day held in memory
+    feed = synthetic.demo_feed(0)
+    [day] = service_weekdays(feed, date(2025, 3, 3), 1)
+    held = synthetic.simulate_day(feed, day, "congested", seed=0, route_ids=routes)
+    predictions = len(held.pings)
+peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"peak_mb": peak_mb, "predictions": predictions,
+                  "s": time.perf_counter() - started}))
+"""
+
+
+def _evaluate_memory(days: int, routes: list[str] | None, how: str) -> dict:
+    """Peak RSS of a fresh interpreter evaluating (or, for the baseline, holding one
+    simulated day)."""
+    run = subprocess.run([sys.executable, "-c", _EVALUATE, str(days), ",".join(routes or []),
+                          how], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    if run.returncode != 0:
+        raise SystemExit(f"evaluate {days} day(s): {run.stderr[-2000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def bench_evaluate(days: int, routes: list[str] | None) -> tuple[list[list[str]], list[str]]:
+    log(f"evaluate: 1 and {days} training days" + (f", routes {routes}" if routes else ""))
+    floor = _evaluate_memory(1, routes, "hold")
+    one = _evaluate_memory(1, routes, "evaluate")
+    many = _evaluate_memory(days, routes, "evaluate")
+    growth = many["peak_mb"] / one["peak_mb"]
+    rows = []
+    for label, result in (("1 training day", one), (f"{days} training days", many)):
+        rows.append([f"(iii) transit evaluate, {label}, peak memory",
+                     f"{result['peak_mb']:.0f} MB", "flat in days (<= 1.25x the 1-day "
+                     "figure)", f"one simulated day held {floor['peak_mb']:.0f} MB",
+                     f"{result['peak_mb'] / floor['peak_mb']:.2f}x",
+                     yes_no(growth <= 1.25) if result is many else ""])
+    which = "demo city" + (f", routes {', '.join(routes)}" if routes else "")
+    notes = [f"(iii) {which}: {one['predictions']:,} stop predictions scored on the held-out "
+             f"day; {days} training days use {growth:.2f}x the memory of 1 "
+             f"({one['s']:.0f} s and {many['s']:.0f} s)"]
+    return rows, notes
+
+
 # ============================================================================ main
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -318,6 +381,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="pings stored by the baseline of (i)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="runs of each (ii) measurement (best kept)")
+    parser.add_argument("--eval-days", type=int, dest="eval_days", default=None,
+                        help="training days of the larger (iii) evaluation")
     parser.add_argument("--timeout", type=float, default=None,
                         help="give up (with a stack dump) after this many seconds")
     return parser.parse_args(argv)
@@ -336,6 +401,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="cityos-bench-transit-") as workdir:
         rows, notes = bench_fleet(sizes, Path(workdir))
     more_rows, more_notes = bench_import(repeats)
+    rows += more_rows
+    notes += more_notes
+    more_rows, more_notes = bench_evaluate(args.eval_days or (2 if args.quick else 4),
+                                           ["1"] if args.quick else None)
     rows += more_rows
     notes += more_notes
     kind = "full" if sizes == FULL else "quick" if sizes == QUICK else "custom"

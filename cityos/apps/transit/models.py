@@ -220,7 +220,7 @@ class Feed:
 
 
 # ============================================================================ live data
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # millions of them in a simulated day: no __dict__
 class Ping:
     """One position report of an AVL device on a bus."""
 
@@ -238,7 +238,7 @@ class Ping:
     doors_open: bool | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # millions of them in a simulated day: no __dict__
 class ObservedArrival:
     """When a vehicle actually reached and left a stop of a trip (the truth that
     predictions are scored against and that running-time history is learnt from)."""

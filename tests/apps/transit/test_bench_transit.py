@@ -25,5 +25,12 @@ def test_transit_bench_quick_prints_its_table():
     expected = 4 if (GTFS_DIR / "transjakarta-2021.zip").exists() and \
         (GTFS_DIR / "kuala-lumpur-2014.zip").exists() else None
     if expected is not None:
-        assert measures[1:] == ["(ii)"] * expected, run.stdout
+        assert measures[1:-2] == ["(ii)"] * expected, run.stdout
         assert "TransJakarta 2021" in run.stdout
+    # (iii): the evaluation's peak memory with 1 and 2 training days, in MB, with a ratio
+    memory = table[-2:]
+    assert [line.split("|")[1].strip()[:5] for line in memory] == ["(iii)"] * 2
+    for line in memory:
+        cells = line.split("|")
+        assert cells[2].strip().endswith(" MB") and cells[5].strip().endswith("x")
+    assert memory[1].split("|")[6].strip() in ("yes", "NO")
