@@ -25,6 +25,7 @@ from fastapi import APIRouter, Depends, Response
 
 from cityos.core.entities import attribute_instances, normalise_attribute, normalise_entity
 from cityos.core.errors import AlreadyExists, BadRequestData, ResourceNotFound
+from cityos.core.ngsi_ld import temporal_params
 from cityos.core.ngsi_ld.aggregation import aggregate, parse_duration, parse_methods
 from cityos.core.ngsi_ld.api import (
     RESULTS_COUNT_HEADER,
@@ -50,6 +51,7 @@ from cityos.core.ngsi_ld.context import (
     read_body,
 )
 from cityos.core.ngsi_ld.paths import path_entity_id
+from cityos.core.ngsi_ld.entity_filters import parse_scope_query, scope_matches
 from cityos.core.store.base import EntityQuery, TemporalQuery, temporal_window
 from cityos.core.tenancy import Caller, get_app_settings, get_store, require
 from cityos.core.timefmt import format_datetime, from_micros, parse_datetime, to_micros
@@ -196,7 +198,7 @@ def _representation(options: str | None, methods: str | None,
 
 
 # ======================================================================= routes
-@router.get("/temporal/entities")
+@router.get("/temporal/entities", dependencies=[Depends(temporal_params.check_query)])
 def query_temporal(
     caller: Caller = Depends(require("viewer")), store=Depends(get_store),
     settings=Depends(get_app_settings), context: LdContext = Depends(link_context),
@@ -210,8 +212,10 @@ def query_temporal(
     options: str | None = None, aggrMethods: str | None = None,  # noqa: N803
     aggrPeriodDuration: str | None = None,  # noqa: N803
     limit: str | None = None, offset: str | None = None, count: str | None = None,
+    scopeQ: str | None = None,  # noqa: N803
 ) -> Response:
-    """The history of the entities matching type / id / idPattern / q / geo-query."""
+    """The history of the entities matching type / id / idPattern / q / geo-query /
+    scopeQ."""
     chosen, aggregation = _representation(options, aggrMethods, aggrPeriodDuration)
     window = time_window(timerel, timeAt, endTimeAt, lastN, timeproperty)
     counting = "count" in chosen or bool_param(count, "count")
@@ -222,6 +226,9 @@ def query_temporal(
         q=q_expression(q, context, settings),
         geo=geo_query(georel, geometry, coordinates, geoproperty, context),
         limit=page, offset=start)
+    scope = parse_scope_query(scopeQ)
+    if scope is not None:
+        entity_query.where = lambda record: scope_matches(scope, record.entity)
     if not (entity_query.types or entity_query.ids or entity_query.id_pattern or wanted
             or entity_query.q is not None or entity_query.geo is not None):
         raise BadRequestData("a temporal query needs at least one of type, id, idPattern, "
@@ -240,7 +247,8 @@ def query_temporal(
     return respond(content, media, context, headers=headers)
 
 
-@router.get("/temporal/entities/{entity_id}")
+@router.get("/temporal/entities/{entity_id}",
+            dependencies=[Depends(temporal_params.check_retrieve)])
 def retrieve_temporal(
     entity_id: str, caller: Caller = Depends(require("viewer")), store=Depends(get_store),
     context: LdContext = Depends(link_context), media: str = Depends(accept_json),
