@@ -36,8 +36,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
-import orjson
 
+from cityos.appkit.publish import HttpPublisher, MqttPublisher, demo_publisher
 from cityos.apps.transit.models import Feed, Ping, service_day_origin
 from cityos.apps.transit.synthetic import SimulatedDay, demo_feed, simulate_day
 from cityos.core.clock import now_datetime
@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 DEMO_SPEEDUP = 1.0
 #: Where a replay starts when the clock is outside the day's service: 07:00 local.
 FALLBACK_START_S = 7 * 3600
-BATCH_MAX = 500  # HTTP observations per request
 _MPS_TO_KMH = 3.6
 
 
@@ -91,120 +90,33 @@ def ping_observation(ping: Ping, shift_s: float = 0.0) -> dict:
 
 
 # ================================================================= publishers
-class MqttPublisher:
-    """Publishes pings as a device does: QoS 1 to ``cityos/<tenant>/Vehicle/<id>``.
+class PingPublisher:
+    """Sends pings as ``Vehicle`` observations through a publisher of
+    :mod:`cityos.appkit.publish` (MQTT as a device, or the HTTP ingest as a gateway).
+
+    ``sender(ping, shift_s)`` publishes one ping (:func:`ping_observation`);
+    ``flush``, ``close`` and ``published`` are the publisher's.
 
     Parameters
     ----------
-    url : str
-        ``mqtt://host:port`` (``mqtts://`` for TLS, user and password in the URL).
-    tenant : str
-    client_id : str
+    publisher : MqttPublisher or HttpPublisher
     """
 
-    def __init__(self, url: str, tenant: str, client_id: str = "cityos-transit-sim",
-                 connect_timeout_s: float = 15.0):
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-
-        from cityos.core.ingest.mqtt import broker_address
-
-        host, port, tls, user, password = broker_address(url)
-        self.tenant = tenant
-        self._connected = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  clean_session=True)
-        if tls:
-            self.client.tls_set()
-        if user:
-            self.client.username_pw_set(user, password)
-        self.client.max_inflight_messages_set(200)
-        self.client.max_queued_messages_set(0)  # keep everything while the broker is away
-        self.client.reconnect_delay_set(0.5, 10)
-        self.client.on_connect = lambda *args: self._connected.set()
-        self.client.on_disconnect = lambda *args: self._connected.clear()
-        self.client.connect_async(host, port, keepalive=30)
-        self.client.loop_start()
-        if not self._connected.wait(connect_timeout_s):
-            self.client.loop_stop()
-            raise ConnectionError(f"MQTT broker {url} did not answer in {connect_timeout_s} s")
-        self._last = None
-        self.published = 0
+    def __init__(self, publisher):
+        self.publisher = publisher
 
     def __call__(self, ping: Ping, shift_s: float = 0.0) -> None:
-        topic = f"cityos/{self.tenant}/Vehicle/{ping.vehicle_id}"
-        self._last = self.client.publish(topic, orjson.dumps(ping_observation(ping, shift_s)),
-                                         qos=1)
-        self.published += 1
+        self.publisher.publish("Vehicle", ping.vehicle_id, ping_observation(ping, shift_s))
+
+    @property
+    def published(self) -> int:
+        return self.publisher.published
 
     def flush(self) -> None:
-        """Nothing is buffered here (paho sends in the background)."""
-
-    def close(self, timeout_s: float = 10.0) -> None:
-        """Wait (up to ``timeout_s``) for the broker to acknowledge the last message,
-        then disconnect."""
-        deadline = time.monotonic() + timeout_s
-        if self._last is not None:
-            while not self._last.is_published() and time.monotonic() < deadline:
-                time.sleep(0.02)
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-class HttpPublisher:
-    """Publishes pings in batches to ``POST /apps/ingest/observations`` (a gateway).
-
-    Parameters
-    ----------
-    base_url : str
-    api_key : str
-        An operator key of ``tenant``.
-    tenant : str
-    """
-
-    def __init__(self, base_url: str, api_key: str, tenant: str, timeout_s: float = 10.0):
-        import httpx
-
-        headers = {"NGSILD-Tenant": tenant}
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        self.client = httpx.Client(base_url=base_url, headers=headers, timeout=timeout_s)
-        self._batch: list[dict] = []
-        self.published = 0
-
-    def __call__(self, ping: Ping, shift_s: float = 0.0) -> None:
-        body = ping_observation(ping, shift_s)
-        body["id"] = f"urn:ngsi-ld:Vehicle:{ping.vehicle_id}"
-        body["type"] = "Vehicle"
-        self._batch.append(body)
-        if len(self._batch) >= BATCH_MAX:
-            self.flush()
-
-    def flush(self) -> None:
-        """Send what is waiting; kept for the next try when the server is away."""
-        if not self._batch:
-            return
-        import httpx
-
-        try:
-            response = self.client.post("/apps/ingest/observations", json=self._batch)
-        except httpx.TransportError as error:
-            log.warning("transit sim: ingest unreachable (%s); will retry", error)
-            return
-        if response.status_code >= 500:
-            log.warning("transit sim: ingest answered %s; will retry", response.status_code)
-            return
-        if response.status_code == 207:
-            log.warning("transit sim: some observations refused: %s", response.text[:500])
-        elif response.status_code >= 400:
-            log.warning("transit sim: ingest refused the batch: %s %s",
-                        response.status_code, response.text[:500])
-        self.published += len(self._batch)
-        self._batch = []
+        self.publisher.flush()
 
     def close(self) -> None:
-        self.flush()
-        self.client.close()
+        self.publisher.close()
 
 
 # ===================================================================== replay
@@ -219,7 +131,7 @@ def run_feed(feed: Feed, publish: Callable[..., None], speedup: float = 1.0,
     ----------
     feed : Feed
     publish : callable
-        ``publish(ping, shift_s)``, e.g. a :class:`MqttPublisher`; its ``flush()`` is
+        ``publish(ping, shift_s)``, e.g. a :class:`PingPublisher`; its ``flush()`` is
         called after each round of due pings when it has one.
     speedup : float
         Simulated seconds per wall-clock second (1: real time).
@@ -478,28 +390,10 @@ def run(demo, speedup: float = DEMO_SPEEDUP, seed: int = 0,
         publisher.close()
 
 
-def _demo_publisher(demo):
-    if demo.mqtt_url:
-        while not demo.stop.is_set():
-            try:
-                return MqttPublisher(demo.mqtt_url, demo.tenant,
-                                     client_id=f"cityos-transit-sim-{demo.tenant}")
-            except ConnectionError as error:
-                log.warning("transit sim: %s", error)
-                demo.stop.wait(2.0)
-        return None
-    publisher = HttpPublisher(demo.base_url, demo.api_key, demo.tenant)
-    import httpx
-
-    while not demo.stop.is_set():  # wait for the server to come up
-        try:
-            if publisher.client.get("/health").status_code == 200:
-                return publisher
-        except httpx.HTTPError:
-            pass
-        demo.stop.wait(0.5)
-    publisher.close()
-    return None
+def _demo_publisher(demo) -> PingPublisher | None:
+    publisher = demo_publisher(demo, client_id=f"cityos-transit-sim-{demo.tenant}",
+                               label="transit sim")
+    return PingPublisher(publisher) if publisher is not None else None
 
 
 def simulate_feed(feed: str | Path | Feed, *, mqtt_url: str | None = None,
@@ -548,8 +442,9 @@ def simulate_feed(feed: str | Path | Feed, *, mqtt_url: str | None = None,
     if plan is None:
         plan = plan_replay(feed, now_datetime(), day=day, start_local_s=start_local_s,
                            scenario=scenario, seed=seed)
-    publisher = MqttPublisher(mqtt_url, tenant) if mqtt_url else \
-        HttpPublisher(base_url, api_key, tenant)
+    publisher = PingPublisher(
+        MqttPublisher(mqtt_url, tenant, client_id="cityos-transit-sim", label="transit sim")
+        if mqtt_url else HttpPublisher(base_url, api_key, tenant, label="transit sim"))
     try:
         return run_feed(feed, publisher, speedup, stop, trace=plan.trace,
                         start_t=plan.start_t, shift_s=plan.shift_s, progress=progress)
