@@ -4,6 +4,11 @@ The server runs in a subprocess on a temporary SQLite file with the demo city bu
 into it (``cityos demo --no-serve``) and keys made with ``cityos keys create``. Every
 page is guarded: a request to a host other than the server fails the test, and so
 does a console error or an uncaught exception.
+
+The clock is pinned on both sides: the demo server runs on ``CITYOS_CLOCK_START``
+(:data:`tests.conftest.PINNED_INSTANT`, a Monday 07:30 in the demo city, ticking at
+the real rate from there) and every page's ``Date`` starts at the server's current
+instant, in the demo city's time zone, whatever the machine's clock and zone.
 """
 
 from __future__ import annotations
@@ -16,15 +21,20 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
 import pytest
 
+from cityos.core.clock import CLOCK_START_ENV, parse_clock_start
+from tests.conftest import PINNED_INSTANT
+
 CHROMIUM = "/usr/bin/chromium"
 TENANT = "default"  # the tenant `cityos demo` builds the demo city in
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
+BROWSER_TIMEZONE = "Asia/Kuala_Lumpur"  # the demo city's (the agency_timezone of its feed)
 
 
 def free_port() -> int:
@@ -50,6 +60,16 @@ class Server:
     keys: dict[str, str]
     process: subprocess.Popen
     log_path: Path
+    clock_start: datetime | None = None
+    started: float = 0.0  # time.monotonic() when the process was started
+
+    def now(self) -> datetime:
+        """The server's current instant: its pinned clock start plus the time it has
+        run (a second or so ahead of it: the process reads its clock once up), or the
+        system time for a server on the system clock."""
+        if self.clock_start is None:
+            return datetime.now(UTC)
+        return self.clock_start + timedelta(seconds=time.monotonic() - self.started)
 
     def client(self, role: str, tenant: str = TENANT) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=10.0, headers={
@@ -60,10 +80,13 @@ class Server:
 def serve_cityos(workdir: Path, env: dict, keys: dict[str, str]) -> Iterator[Server]:
     """Run ``cityos serve`` on a free port in ``workdir`` until the block ends.
 
-    ``env`` carries the database URL; the server log goes to ``workdir/server.log``
-    and is shown if the server does not answer ``/health`` within 30 s.
+    ``env`` carries the database URL (and ``CITYOS_CLOCK_START`` for a pinned clock);
+    the server log goes to ``workdir/server.log`` and is shown if the server does not
+    answer ``/health`` within 30 s.
     """
     port = free_port()
+    clock_start = env.get(CLOCK_START_ENV)
+    started = time.monotonic()
     log_path = workdir / "server.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(
@@ -83,7 +106,8 @@ def serve_cityos(workdir: Path, env: dict, keys: dict[str, str]) -> Iterator[Ser
             pytest.fail(f"cityos serve did not start:\n{log_path.read_text()}")
         time.sleep(0.2)
     try:
-        yield Server(url, keys, process, log_path)
+        yield Server(url, keys, process, log_path,
+                     parse_clock_start(clock_start) if clock_start else None, started)
     finally:
         process.terminate()
         try:
@@ -115,11 +139,13 @@ def front_end_libraries() -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, front_end_libraries) -> Iterator[Server]:
-    """``cityos serve`` on a free port with the demo city and four keys."""
+    """``cityos serve`` on a free port with the demo city and four keys, its clock
+    pinned to :data:`~tests.conftest.PINNED_INSTANT` (every ``cityos`` command of it)."""
     workdir = tmp_path_factory.mktemp("e2e-server")
     database_url = f"sqlite:///{workdir / 'e2e.db'}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYOS_")}
     env["CITYOS_DATABASE_URL"] = database_url
+    env[CLOCK_START_ENV] = PINNED_INSTANT.isoformat()
     cityos("demo", "--no-serve", "--database-url", database_url, env=env)
     keys = {role: cityos("keys", "create", "--tenant", TENANT, "--role", role, "--name",
                          f"e2e {role}", env=env).strip()
@@ -160,13 +186,24 @@ def screenshots(tmp_path) -> Path:
 
 @pytest.fixture
 def open_page(browser, server):
-    """``open_page(width=1920, height=1080)``: a fresh guarded page (own session)."""
+    """``open_page(width=1920, height=1080, locale="en-GB", pause_clock=False)``: a
+    fresh guarded page (own session) whose clock starts at the server's instant, in
+    the demo city's time zone. With ``pause_clock`` the page's time stands still
+    there and its timers wait (a refresh every 15 s does not come between what the
+    page drew and what the test reads)."""
     contexts = []
     guards = []
 
-    def opener(width: int = 1920, height: int = 1080, locale: str = "en-GB"):
+    def opener(width: int = 1920, height: int = 1080, locale: str = "en-GB",
+               pause_clock: bool = False):
         context = browser.new_context(viewport={"width": width, "height": height},
-                                      locale=locale, timezone_id="Asia/Kuala_Lumpur")
+                                      locale=locale, timezone_id=BROWSER_TIMEZONE)
+        at = server.now()
+        if pause_clock:
+            context.clock.install(time=at)
+            context.clock.pause_at(at)
+        else:
+            context.clock.set_system_time(at)
         guard = PageGuard()
 
         def route(route_request):

@@ -1,70 +1,103 @@
 """The stop board in a real browser: live and scheduled arrivals, in English and Japanese.
 
-The module's server has the demo city's feed (``cityos demo --no-serve``); a few
-minutes of simulated buses, moved to the present, are posted through the HTTP ingest
-path so that the board has live predictions whatever the time of day.
+The module's server has the demo city's feed (``cityos demo --no-serve``) and runs on
+a pinned clock (:data:`tests.conftest.PINNED_INSTANT`, a Monday 07:30 in the demo
+city); the five minutes of simulated buses before that instant are posted through
+the HTTP ingest path, so the board has the same live predictions whatever the
+machine's clock, time zone or day of the week.
 """
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from cityos.apps.transit.sim import ping_observation, replay_window
 from cityos.apps.transit.synthetic import demo_feed
+from tests.conftest import PINNED_INSTANT
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.clock]
 
 VEHICLES = 3
 LEAD_S = 300.0
 
 
+def _first_live(board: dict) -> dict | None:
+    return next((row for row in board["arrivals"] if row.get("live")), None)
+
+
 @pytest.fixture(scope="module")
 def live_stop(server) -> str:
-    """Post a few minutes of buses ending now; return a stop with a live prediction."""
+    """Post the buses of the five minutes before the pinned instant; return the first
+    stop (by id) whose first live row is due in 7 to 45 minutes."""
     feed = demo_feed()
-    trace, start_t, shift_s = replay_window(feed, datetime.now(UTC))
+    trace, start_t, shift_s = replay_window(feed, PINNED_INSTANT)
+    assert (start_t, shift_s) == (PINNED_INSTANT.timestamp(), 0.0), \
+        "the pinned morning is within the day's service: the buses run on the clock"
     recent = [p for p in trace.pings if start_t - LEAD_S <= p.t < start_t]
     vehicles = sorted({p.vehicle_id for p in recent})[:VEHICLES]
     bodies = [{**ping_observation(p, shift_s), "id": f"urn:ngsi-ld:Vehicle:{p.vehicle_id}",
                "type": "Vehicle"} for p in recent if p.vehicle_id in vehicles]
-    assert bodies, "the simulated day has buses out"
+    assert len(vehicles) == VEHICLES, "the simulated morning has buses out"
+    last_seen = {v: round(max(p.t for p in recent if p.vehicle_id == v)) for v in vehicles}
     with server.client("operator") as api:
         for start in range(0, len(bodies), 1000):
             api.post("/apps/ingest/observations",
                      json=bodies[start:start + 1000]).raise_for_status()
     from google.transit import gtfs_realtime_pb2 as rt
 
-    deadline = time.monotonic() + 60
+    def feed_of(api, name: str) -> rt.FeedMessage:
+        message = rt.FeedMessage()
+        message.ParseFromString(api.get(f"/apps/transit/gtfs-rt/{name}").content)
+        return message
+
     with server.client("viewer") as api:
-        while time.monotonic() < deadline:
-            message = rt.FeedMessage()
-            message.ParseFromString(api.get("/apps/transit/gtfs-rt/trip-updates").content)
-            for entity in message.entity:
-                # the board leaves out a trip's last stop (buses only set down there)
-                # and rows already passed: take a stop whose board has a live row
-                for update in entity.trip_update.stop_time_update[1:-1]:
-                    board = api.get(f"/apps/transit/stops/{update.stop_id}/arrivals")
-                    if board.status_code == 200 and any(
-                            row.get("live") for row in board.json()["arrivals"]):
-                        return update.stop_id
-            time.sleep(0.5)
-    pytest.fail("no trip updates came out of the posted observations")
+        # wait until the service has every posted ping (each bus at its last one)
+        deadline = time.monotonic() + 60
+        while {e.vehicle.vehicle.id: e.vehicle.timestamp for e in
+               feed_of(api, "vehicle-positions").entity} != last_seen:
+            if time.monotonic() > deadline:
+                pytest.fail("the posted observations did not reach the vehicle positions")
+            time.sleep(0.2)
+        # the board leaves out a trip's last stop (buses only set down there)
+        stops = sorted({u.stop_id for e in feed_of(api, "trip-updates").entity
+                        for u in e.trip_update.stop_time_update[1:-1]})
+        for stop_id in stops:
+            board = api.get(f"/apps/transit/stops/{stop_id}/arrivals").json()
+            first = _first_live(board)
+            # well inside the hour, whatever seconds the set-up took
+            if first is not None and 7 <= first["minutes"] <= 45:
+                return stop_id
+    pytest.fail(f"no stop of {stops} has a live row due within the hour")
 
 
 def test_stop_board_shows_live_arrivals(open_page, server, live_stop, screenshots,
                                         display_link):
-    page = open_page(width=1280, height=720)
-    page.goto(display_link(f"transit-stop:{live_stop}"))
+    page = open_page(width=1280, height=720, pause_clock=True)
+    link = display_link(f"transit-stop:{live_stop}")
+    with page.expect_response(lambda r: r.url.endswith(f"/stops/{live_stop}/arrivals")
+                              and r.status == 200) as answer:
+        page.goto(link)
+    board = answer.value.json()  # what the page drew: its clock is paused, no refresh
     page.wait_for_selector('#rows tr[data-live="true"]', timeout=15000)
     assert page.locator("html").get_attribute("lang") == "en"
     assert page.locator("#stop-name").inner_text() == demo_feed().stops[live_stop].name
-    live = page.locator('#rows tr[data-live="true"] .kind').first.inner_text()
-    assert live == "Live"
-    due = page.locator('#rows tr[data-live="true"] .due').first.inner_text()
-    assert "min" in due or "Now" in due
+    live = page.locator('#rows tr[data-live="true"]').first
+    assert live.locator(".kind").inner_text() == "Live"
+    expected = _first_live(board)
+    assert 1 <= expected["minutes"] < 60  # due within the hour: "N min", not a clock time
+    assert live.get_attribute("data-trip") == expected["trip_id"]
+    due = live.locator(".due").evaluate("cell => cell.firstChild.textContent")
+    assert due == f"{expected['minutes']} min"
+    # the board's clock is the page's (pinned) time in the city's zone, not the machine's
+    shown = datetime.fromtimestamp(page.evaluate("Date.now()") / 1000,
+                                   ZoneInfo(board["timezone"]))
+    assert board["timezone"] == "Asia/Kuala_Lumpur"
+    assert page.locator("#clock").inner_text() == shown.strftime("%I:%M %p")  # "en": 12 h
+    assert shown.date() == PINNED_INSTANT.date()
     scheduled = page.locator('#rows tr[data-live="false"] .kind')
     if scheduled.count():
         assert scheduled.first.inner_text() == "Scheduled"
