@@ -16,6 +16,8 @@ from cityos.core.entities import attribute_instances, entity_types
 from cityos.core.ngsi_ld.qlang import And, Or, QExpr, Term, iter_terms, q_matches
 
 _LINKED = re.compile(r"(?P<rel>[^{}]+)\{(?:(?P<hint>[^{}:/]+):(?!//))?(?P<inner>.+)\}")
+#: The renamed form: the hint (an IRI, maybe with ':') ends at a unit separator.
+_RENAMED = re.compile(r"(?P<rel>[^{}]+)\{(?:(?P<hint>[^{}\x1f]+)\x1f)?(?P<inner>.+)\}")
 
 #: ids -> the linked entities (canonical bodies) by id
 Fetch = Callable[[list[str]], dict[str, dict]]
@@ -39,17 +41,18 @@ def _rename_name(name: str, rename: Callable[[str], str]) -> str:
     match = _LINKED.fullmatch(name)
     if not match:
         return rename(name)
-    hint = f"{rename(match['hint'])}:" if match["hint"] else ""
+    hint = f"{rename(match['hint'])}\x1f" if match["hint"] else ""
     return f"{rename(match['rel'])}{{{hint}{_rename_name(match['inner'], rename)}}}"
 
 
 def linked_matches(expr: QExpr, entity: dict, fetch: Fetch) -> bool:
-    """True when the entity satisfies ``expr``, following linked terms with ``fetch``."""
+    """True when the entity satisfies ``expr`` (renamed by :func:`rename_linked`),
+    following linked terms with ``fetch``."""
     if isinstance(expr, And):
         return all(linked_matches(part, entity, fetch) for part in expr.parts)
     if isinstance(expr, Or):
         return any(linked_matches(part, entity, fetch) for part in expr.parts)
-    match = _LINKED.fullmatch(expr.path.name)
+    match = _RENAMED.fullmatch(expr.path.name)
     if not match:
         return q_matches(expr, entity)
     objects: list[str] = []

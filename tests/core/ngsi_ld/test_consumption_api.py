@@ -427,3 +427,28 @@ def test_features_cityos_does_not_implement_are_not_implemented(town, params):
     body = problem(town.get(f"{API}/entities/{BUILDING}", params=params), 501,
                    "NotImplemented")
     assert "docs/conformance.md" in body["detail"]
+
+
+def test_a_linked_term_type_hint_in_a_clients_context(client):
+    from cityos.core.ngsi_ld.context import register_context
+
+    url = "https://example.org/linked-q-test.jsonld"
+    register_context(url, {"@context": {"Site": "https://example.org/Site",
+                                        "Town": "https://example.org/Town",
+                                        "in": "https://example.org/in",
+                                        "label": "https://example.org/label"}})
+    link = {"Link": f'<{url}>; rel="http://www.w3.org/ns/json-ld#context"; '
+                    'type="application/ld+json"'}
+    created = client.post(f"{OPS}/create", headers=link, json=[
+        {"id": "urn:x:site", "type": "Site", "in": {"type": "Relationship",
+                                                    "object": "urn:x:town"}},
+        {"id": "urn:x:town", "type": "Town", "label": {"type": "Property", "value": "Oz"}}])
+    assert created.status_code == 201, created.text
+
+    def found(q):
+        response = client.get(f"{API}/entities", headers=link, params={
+            "type": "Site", "q": q, "join": "inline"})
+        assert response.status_code == 200, response.text
+        return [e["id"] for e in response.json()]
+    assert found('in{Town:label}=="Oz"') == ["urn:x:site"]
+    assert found('in{Site:label}=="Oz"') == []
