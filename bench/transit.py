@@ -25,8 +25,8 @@ Prints one Markdown table:
     measured the same way.
 (iii) ``cityos transit evaluate`` (the command's function) on the demo city with 1 and
     with ``--eval-days`` training days, each in a fresh interpreter: the peak resident
-    memory (``ru_maxrss``). The days are simulated one at a time and the held-out
-    day is scored into aggregates, so memory stays flat in days. Baseline: a fresh
+    memory (``VmHWM`` of ``/proc/self/status``). The days are simulated one at a
+    time and the held-out day is scored into aggregates. Baseline: a fresh
     interpreter that simulates one day of the same routes and holds it. Target (the
     transit issue, after 1.12 GB for 2 days of a 1,128-trip feed): flat in days, at
     most 1.25x the 1-day figure. The held-out day's predictions take no memory of
@@ -317,7 +317,7 @@ def bench_import(repeats: int) -> tuple[list[list[str]], list[str]]:
 
 # ======================================================= evaluation memory
 _EVALUATE = r"""
-import json, resource, sys, time
+import json, sys, time
 from datetime import date
 from cityos.apps.transit import synthetic
 from cityos.apps.transit.evaluate_cli import evaluate_command, service_weekdays
@@ -334,7 +334,9 @@ else:  # the floor: one simulated day held in memory
     [day] = service_weekdays(feed, date(2025, 3, 3), 1)
     held = synthetic.simulate_day(feed, day, "congested", seed=0, route_ids=routes)
     predictions = len(held.pings)
-peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM: this program's own peak (ru_maxrss keeps the forking parent's after exec)
+with open("/proc/self/status") as status:
+    peak_mb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
 print(json.dumps({"peak_mb": peak_mb, "predictions": predictions,
                   "s": time.perf_counter() - started}))
 """
