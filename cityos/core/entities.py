@@ -118,6 +118,22 @@ def normalise_attribute(name: str, value: Any, *, where: str = "") -> dict | lis
     return _normalise_instance(name, value, where)
 
 
+_TYPED_KINDS = ("JsonProperty", "VocabProperty", "ListProperty", "ListRelationship")
+
+
+def _foreign_members(name: str, kind: str, value: dict, where: str) -> None:
+    """Refuse the value member of another attribute type (a Property's valueList, a
+    JsonProperty's value ...) and a JsonProperty's unitCode (clauses 4.5.21-4.5.24)."""
+    own = VALUE_MEMBERS.get(kind)
+    for kind_of, member in VALUE_MEMBERS.items():
+        if member in value and member != own and (kind_of in _TYPED_KINDS or
+                                                  kind in _TYPED_KINDS):
+            raise BadRequestData(f"{where}{name}: a {kind} has no {member!r} member")
+    if kind == "JsonProperty" and "unitCode" in value:
+        raise BadRequestData(f"{where}{name}: a JsonProperty has no unitCode (raw JSON is "
+                             "unitless)")
+
+
 def _typed_value(name: str, kind: str, value: dict, where: str) -> dict:
     """The value member of a JsonProperty, VocabProperty, ListProperty or
     ListRelationship, checked."""
@@ -125,6 +141,10 @@ def _typed_value(name: str, kind: str, value: dict, where: str) -> dict:
     found = value.get(member)
     if found is None:
         raise BadRequestData(f"{where}{name}: a {kind} needs a {member!r}")
+    if kind == "JsonProperty" and not (isinstance(found, dict) or (
+            isinstance(found, list) and all(isinstance(f, dict) for f in found))):
+        raise BadRequestData(f"{where}{name}: 'json' must be a JSON object or an array of "
+                             "objects")
     if kind == "VocabProperty":
         terms = found if isinstance(found, list) else [found]
         if not terms or not all(isinstance(t, str) and t for t in terms):
@@ -157,6 +177,7 @@ def _normalise_instance(name: str, value: Any, where: str) -> dict:
         raise BadRequestData(f"{where}{name}: attribute type {kind!r} is not one of "
                              f"{', '.join(ATTRIBUTE_TYPES)}")
     out: dict = {"type": kind}
+    _foreign_members(name, kind, value, where)
     if kind == "Relationship":
         obj = value.get("object")
         objects = obj if isinstance(obj, list) else [obj]
@@ -168,7 +189,7 @@ def _normalise_instance(name: str, value: Any, where: str) -> dict:
         if not isinstance(lm, dict) or not lm:
             raise BadRequestData(f"{where}{name}: a LanguageProperty needs a 'languageMap'")
         out["languageMap"] = lm
-    elif kind in ("JsonProperty", "VocabProperty", "ListProperty", "ListRelationship"):
+    elif kind in _TYPED_KINDS:
         out.update(_typed_value(name, kind, value, where))
     else:
         if "value" not in value or value["value"] is None:

@@ -363,6 +363,16 @@ def test_simplified_form_of_each_attribute_type(client):
     ({"type": "ListRelationship", "objectList": ["no uri"]},
      "v: 'objectList' must be an array of URIs"),
     ({"type": "JsonProperty"}, "v: a JsonProperty needs a 'json'"),
+    ({"type": "JsonProperty", "json": 5},
+     "v: 'json' must be a JSON object or an array of objects"),
+    ({"type": "JsonProperty", "json": {"a": 1}, "unitCode": "MTR"},
+     "v: a JsonProperty has no unitCode (raw JSON is unitless)"),
+    ({"type": "JsonProperty", "json": {"a": 1}, "value": 1},
+     "v: a JsonProperty has no 'value' member"),
+    ({"type": "ListProperty", "valueList": [1], "value": 3},
+     "v: a ListProperty has no 'value' member"),
+    ({"type": "Property", "value": 1, "valueList": [1, 2]},
+     "v: a Property has no 'valueList' member"),
 ])
 def test_typed_attributes_are_checked(client, attr, detail):
     body = problem(client.post(f"{API}/entities", json={"id": "urn:x:1", "type": "T",
