@@ -193,6 +193,7 @@ class _Tally:
         self.in_table = 0
         self.inside_table = 0
         self.predictions = 0
+        self.untimed_runs = 0  # runs of trips without times: nothing to score against
 
     def add(self, made: float, actual: np.ndarray, predicted: dict[str, np.ndarray],
             lower: np.ndarray, upper: np.ndarray) -> None:
@@ -239,9 +240,12 @@ class _Tally:
         coverage_by_bucket = [float(i / n) if n else np.nan
                               for i, n in zip(self.inside.tolist(), counts, strict=True)]
         coverage = self.inside_table / self.in_table if self.in_table else np.nan
+        notes = [] if not self.untimed_runs else [
+            "", f"{self.untimed_runs:,} vehicle run(s) of trips without times in the feed "
+                "were not scored (no timetable to predict from or compare with)."]
         return EvaluationReport(counts, mae, p90, benchmark, float(coverage),
                                 coverage_by_bucket, self.predictions, train_days,
-                                test_days, scenario)
+                                test_days, scenario, notes)
 
 
 #: Histogram of absolute errors: 1 s bins to an hour, then 10 s bins to two days.
@@ -337,6 +341,9 @@ def _score_day(feed: Feed, day: DayTrace, predictor: ArrivalPredictor,
             advance = np.maximum(np.diff(t, prepend=t[0]) * 25.0, 200.0)
             dist, _ = snapper.snap_track(lat, lon, advance)
             schedule = feed.schedule(trip_id)
+            if not np.isfinite(schedule.arrival_s).all():
+                tally.untimed_runs += 1  # the reader left its times unknown
+                continue
             sequence = schedule.stop_sequence.tolist()
             actual_all = np.array([truth.get((vehicle, trip_id, s), np.nan)
                                    for s in sequence])

@@ -62,3 +62,18 @@ def test_schedule_baseline_of_a_frequency_based_trip_is_its_own_run(tmp_path):
         # the template, the later runs would be hours "late"; against their own
         # timetable they are as late as the simulated roads make them (80 km legs)
         assert report.mae("schedule", bucket) < 3600, bucket
+
+
+def test_runs_of_trips_without_times_are_counted_not_scored(tmp_path):
+    from tests.apps.transit.test_synthetic import UNTIMED_DAY, UNTIMED_FEED
+
+    for name, text in UNTIMED_FEED.items():
+        (tmp_path / name).write_text(text)
+    # Asia/Brunei: a trip without any time (run every 30 min) and one whose end stops
+    # have none: the predictor has no timetable for them (it raised before)
+    feed = read_feed(tmp_path)
+    day = simulate_day(feed, UNTIMED_DAY, "normal", seed=0)
+    report = evaluate(feed, [day], [simulate_day(feed, UNTIMED_DAY, "normal", seed=1)])
+    assert report.predictions == 0
+    assert "33 vehicle run(s) of trips without times in the feed were not scored" in \
+        report.table()
