@@ -104,3 +104,47 @@ def test_a_feed_with_no_service_on_that_weekday_says_so(tmp_path):
                                            r"on any Sunday of the feed: its calendar runs "
                                            r"from 2010-01-01 to 2016-12-31; give --day"):
         plan_replay(read_feed(folder), SUNDAY_2026)
+
+
+@pytest.mark.mqtt
+def test_sim_publishes_a_past_day_stamped_from_now_through_a_real_broker(salem, tmp_path):
+    import signal
+    import threading
+
+    import orjson
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from tests.core.ingest.brokers import PrivateBroker, wait_until
+
+    broker = PrivateBroker(tmp_path / "broker").start()
+    received: list[dict] = []
+    subscribed = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="sim-days-test")
+    client.on_connect = lambda c, *_: c.subscribe("cityos/salem/Vehicle/#", qos=1)
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.on_message = lambda _c, _u, message: received.append(orjson.loads(message.payload))
+    host, port = broker.url.removeprefix("mqtt://").split(":")
+    client.connect(host, int(port))
+    client.loop_start()
+    try:
+        assert subscribed.wait(15)
+        with use_clock(FixedClock(WEDNESDAY_2026)):
+            # the last run of 2016-03-02, from 24:15 (it reaches its end at 24:20:40)
+            result = CliRunner().invoke(transit_app, [
+                "sim", str(salem), "--mqtt-url", broker.url, "--tenant", "salem",
+                "--day", "2016-03-02", "--start", "24:15:00", "--speedup", "200",
+                "--dropped-list", str(tmp_path / "d.csv")])
+        assert result.exit_code == 0, result.output
+        published = int(result.output.split(" pings published")[0].split()[-1])
+        assert published > 5
+        wait_until(lambda: len(received) >= published, timeout_s=30, what="every ping")
+    finally:
+        client.loop_stop()
+        client.disconnect()
+        broker.stop(signal.SIGKILL)
+    stamps = sorted(datetime.fromisoformat(r["observedAt"].replace("Z", "+00:00"))
+                    for r in received)
+    # stamped from now on: what is left of the runs (running late), not 2016's times
+    assert stamps[0] >= WEDNESDAY_2026 and (stamps[-1] - WEDNESDAY_2026).total_seconds() < 1800
+    assert {r["tripId"] for r in received} == {"A0-1430", "B0-1430"}
