@@ -25,12 +25,13 @@ VALUE_MEMBERS = {"Property": "value", "GeoProperty": "value", "Relationship": "o
                  "VocabProperty": "vocab", "ListProperty": "valueList",
                  "ListRelationship": "objectList"}
 GEO_ATTRIBUTE_NAMES = ("location", "observationSpace", "operationSpace")
-RESERVED_KEYS = {"id", "type", "@context", "scope", "createdAt", "modifiedAt", "deletedAt"}
+RESERVED_KEYS = {"id", "type", "@context", "scope", "createdAt", "modifiedAt", "deletedAt",
+                 "expiresAt"}
 #: Members of an attribute that are not sub-attributes.
 ATTRIBUTE_MEMBERS = {
     "type", "value", "object", "languageMap", "observedAt", "unitCode", "datasetId",
     "createdAt", "modifiedAt", "instanceId", "lang", "objectType", "json", "vocab",
-    "valueList", "objectList",
+    "valueList", "objectList", "expiresAt",
 }
 GEOJSON_GEOMETRY_TYPES = {
     "Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon",
@@ -89,6 +90,8 @@ def normalise_entity(body: Any, *, where: str = "", require_type: bool = True) -
         entity["type"] = types if isinstance(types, list) and len(types) > 1 else names[0]
     if "scope" in body:
         entity["scope"] = body["scope"]
+    if "expiresAt" in body:  # a transient entity (4.22)
+        entity["expiresAt"] = canonical_datetime(body["expiresAt"], f"{where}expiresAt")
     entity.update(normalise_attributes(body, where=where))
     return entity
 
@@ -203,6 +206,8 @@ def _normalise_instance(name: str, value: Any, where: str) -> dict:
     if "observedAt" in value:
         out["observedAt"] = canonical_datetime(value["observedAt"],
                                                f"{where}{name}.observedAt")
+    if "expiresAt" in value:  # a transient attribute instance (4.22)
+        out["expiresAt"] = canonical_datetime(value["expiresAt"], f"{where}{name}.expiresAt")
     if "unitCode" in value:
         if not isinstance(value["unitCode"], str) or not value["unitCode"]:
             raise BadRequestData(f"{where}{name}.unitCode must be a non-empty string")

@@ -133,10 +133,10 @@ CORE_CONTEXT: dict[str, str] = {
 _INSTANCE_KEYWORDS = frozenset({
     "type", "value", "object", "languageMap", "observedAt", "unitCode", "datasetId",
     "createdAt", "modifiedAt", "instanceId", "lang", "objectType", "@context",
-    "values", "objects", "languageMaps",
+    "values", "objects", "languageMaps", "expiresAt",
 })
 _ENTITY_KEYWORDS = frozenset({"id", "type", "scope", "@context", "createdAt", "modifiedAt",
-                              "deletedAt"})
+                              "deletedAt", "expiresAt"})
 _GEN_DELIMS = ("/", "#", ":", "?", "[", "]", "@")
 _MEMO_LIMIT = 20_000
 

@@ -40,6 +40,7 @@ from cityos.core.store.base import (
     UpdateResult,
     tx_tenant,
 )
+from cityos.core.timefmt import canonical_datetime
 
 NGSI_LD_NULL = "urn:ngsi-ld:null"
 _VALUE_MEMBERS = ("value", "object", "languageMap")
@@ -305,6 +306,14 @@ def apply_to_record(store: ContextStore, tx, entity_id: str, fragment: dict, mod
     typed = _add_types(entity, fragment)
     if "scope" in fragment:
         typed = _write_scope(entity, fragment["scope"], mode, no_overwrite, result) or typed
+    if "expiresAt" in fragment:  # the entity becomes transient, or durable again (4.22)
+        at = fragment["expiresAt"]
+        if is_deletion(at):
+            typed = entity.pop("expiresAt", None) is not None or typed
+        else:
+            entity["expiresAt"] = canonical_datetime(at, "expiresAt")
+            typed = True
+            result.updated.append("expiresAt")  # its event marks the tenant transient
     if result.updated or typed:  # nothing changed: the record and its modifiedAt stay
         store._save(tx, record, entity, now, created=False, written=written)
     return result, EntityEvent(tx_tenant(tx), "updated", entity_id, entity["type"],

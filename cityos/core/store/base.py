@@ -239,7 +239,9 @@ class ContextStore(ABC):
         result = self.create_entities(tenant, [entity])
         if result.errors:
             raise _error_from_problem(result.errors[0]["error"])
-        return self.get_entity(tenant, _entity_id(entity))
+        for record in self.scan(tenant, ids=[_entity_id(entity)]):
+            return record.entity  # as stored, even when created already expired
+        raise ResourceNotFound(f"entity {_entity_id(entity)} does not exist")
 
     def create_entities(self, tenant: str, entities: list[dict]) -> BatchResult:
         """Batch create: each entity succeeds or fails on its own."""
@@ -364,15 +366,22 @@ class ContextStore(ABC):
 
     def get_record(self, tenant: str, entity_id: str) -> StoredEntity:
         """The stored record with system times; ResourceNotFound when absent."""
+        from cityos.core.transient import alive
+
         for record in self.scan(tenant, ids=[entity_id]):
-            return record
+            record = alive(record, to_micros(now_utc()))  # an expired entity is gone
+            if record is not None:
+                return record
         raise ResourceNotFound(f"entity {entity_id} does not exist")
 
     def query_entities(self, tenant: str, query: EntityQuery) -> QueryResult:
         """Entities matching type, id, idPattern, q and geo-query, one page of them."""
         from cityos.core.geo import GeoQuery, geo_matches, parse_geo_query
         from cityos.core.ngsi_ld.qlang import parse_q, q_matches
+        from cityos.core.transient import alive, has_transient, may_expire
 
+        now_us = to_micros(now_utc())
+        transient = has_transient(self, tenant)  # else no record needs looking at
         q = parse_q(query.q) if isinstance(query.q, str) else query.q
         geo = query.geo
         if isinstance(geo, dict):
@@ -386,6 +395,11 @@ class ContextStore(ABC):
         for record in self.scan(tenant, types=query.types, ids=query.ids,
                                 id_pattern=query.id_pattern, bbox=bbox):
             entity = record.entity
+            if transient and may_expire(entity):  # leave out what has expired (4.22)
+                record = alive(record, now_us)
+                if record is None:
+                    continue
+                entity = record.entity
             if pattern and not pattern.search(entity["id"]):
                 continue  # a regular expression matched anywhere in the id, as in ECMA
             if geo is not None and not geo_matches(geo, entity):
@@ -446,6 +460,9 @@ class ContextStore(ABC):
     # ------------------------------------------------------------- internals
     def _publish(self, events: list[EntityEvent]) -> None:
         if events:
+            from cityos.core.transient import note_transient
+
+            note_transient(self, events)
             self.events.publish_many(events)
 
     def _batch(self, tenant: str, entities: Iterable[dict], apply,
@@ -517,9 +534,14 @@ class ContextStore(ABC):
         return new
 
     def _apply_create(self, tx, body, now):
+        from cityos.core.transient import entity_expired
+
         entity = normalise_entity(body)
-        if tx.read([entity["id"]]):
-            raise AlreadyExists(f"entity {entity['id']} already exists")
+        found = tx.read([entity["id"]]).get(entity["id"])
+        if found is not None:
+            if not entity_expired(found, now):
+                raise AlreadyExists(f"entity {entity['id']} already exists")
+            tx.delete(entity["id"])  # an expired entity's id is free again
         self._save(tx, None, entity, now, created=True, written=_all_instances(entity))
         return EntityEvent(tx_tenant(tx), "created", entity["id"], entity["type"],
                            attribute_names(entity), entity)
