@@ -21,7 +21,6 @@ import orjson
 from fastapi import APIRouter, Depends, Response
 
 from cityos.core.entities import (
-    RESERVED_KEYS,
     attribute_instances,
     attribute_names,
     entity_types,
@@ -36,7 +35,6 @@ from cityos.core.ngsi_ld.context import (
     LdContext,
     accept_json,
     canonical_entity,
-    canonical_fragment,
     canonical_q,
     link_context,
     read_body,
@@ -240,21 +238,6 @@ def location_of(entity_id: str) -> str:
     return ENTITIES_PATH + quote(entity_id, safe=":@!$&'()*+,;=-._~")
 
 
-def _body_attributes(body: LdBody, entity_id: str) -> dict:
-    context = body.context
-    data = body.data
-    if not isinstance(data, dict):
-        raise BadRequestData("the request body must be a JSON object of attributes")
-    if "id" in data and data["id"] != entity_id:
-        raise BadRequestData(f"id: {data['id']!r} in the body differs from {entity_id!r} "
-                             "in the URL")
-    attrs = canonical_entity(data, context)
-    attrs.pop("id", None)
-    if not [k for k in attrs if k not in RESERVED_KEYS]:
-        raise BadRequestData("the request body names no attribute")
-    return attrs
-
-
 # ====================================================================== entities
 @router.post("/entities", status_code=201)
 def create_entity(caller: Caller = Depends(require("operator")), store=Depends(get_store),
@@ -263,14 +246,6 @@ def create_entity(caller: Caller = Depends(require("operator")), store=Depends(g
     entity = normalise_entity(canonical_entity(body.data, body.context))
     store.create_entity(caller.tenant, entity)
     return Response(status_code=201, headers={"Location": location_of(entity["id"])})
-
-
-@router.delete("/entities/{entity_id}", status_code=204)
-def delete_entity(entity_id: str, caller: Caller = Depends(require("operator")),
-                  store=Depends(get_store)) -> Response:
-    """Delete an entity (its history stays for the temporal API)."""
-    store.delete_entity(caller.tenant, entity_id)
-    return Response(status_code=204)
 
 
 @router.put("/entities/{entity_id}", status_code=204)
@@ -287,63 +262,8 @@ def replace_entity(entity_id: str, caller: Caller = Depends(require("operator"))
     return Response(status_code=204)
 
 
-@router.patch("/entities/{entity_id}")
-def merge_entity(entity_id: str, caller: Caller = Depends(require("operator")),
-                 store=Depends(get_store), body: LdBody = Depends(read_body)) -> Response:
-    """Merge attributes into an entity (v1.6 mergeEntity): add new, overwrite existing."""
-    attrs = _body_attributes(body, entity_id)
-    result = store.append_attributes(caller.tenant, entity_id, attrs)
-    return update_response(result, body.context)
-
-
-@router.post("/entities/{entity_id}/attrs")
-def append_attributes(entity_id: str, caller: Caller = Depends(require("operator")),
-                      store=Depends(get_store), body: LdBody = Depends(read_body),
-                      options: str | None = None) -> Response:
-    """Append attributes; ``options=noOverwrite`` keeps existing ones (207 lists them)."""
-    chosen = parse_options(options, ("noOverwrite",))
-    attrs = _body_attributes(body, entity_id)
-    result = store.append_attributes(caller.tenant, entity_id, attrs,
-                                     no_overwrite="noOverwrite" in chosen)
-    return update_response(result, body.context)
-
-
-@router.patch("/entities/{entity_id}/attrs")
-def update_attributes(entity_id: str, caller: Caller = Depends(require("operator")),
-                      store=Depends(get_store), body: LdBody = Depends(read_body)) -> Response:
-    """Overwrite existing attributes only; the others are listed as notUpdated (207)."""
-    attrs = _body_attributes(body, entity_id)
-    attrs.pop("type", None)
-    result = store.update_attributes(caller.tenant, entity_id, attrs)
-    return update_response(result, body.context)
-
-
-@router.patch("/entities/{entity_id}/attrs/{attr_id}", status_code=204)
-def partial_attribute_update(entity_id: str, attr_id: str,
-                             caller: Caller = Depends(require("operator")),
-                             store=Depends(get_store),
-                             body: LdBody = Depends(read_body)) -> Response:
-    """Change some members of one attribute instance (``datasetId`` picks the instance)."""
-    if not isinstance(body.data, dict) or not body.data:
-        raise BadRequestData(f"{attr_id}: the body must be a non-empty JSON object")
-    context = body.context
-    fragment = canonical_fragment(body.data, context)
-    store.patch_attribute(caller.tenant, entity_id, context.to_canonical(attr_id), fragment)
-    return Response(status_code=204)
-
-
-@router.delete("/entities/{entity_id}/attrs/{attr_id}", status_code=204)
-def delete_attribute(entity_id: str, attr_id: str,
-                     caller: Caller = Depends(require("operator")), store=Depends(get_store),
-                     context: LdContext = Depends(link_context),
-                     datasetId: str | None = None,  # noqa: N803
-                     deleteAll: str | None = None) -> Response:  # noqa: N803
-    """Delete an attribute (its default instance, one ``datasetId``, or ``deleteAll``)."""
-    if datasetId is not None and not is_uri(datasetId):
-        raise BadRequestData(f"datasetId: {datasetId!r} is not a URI")
-    store.delete_attribute(caller.tenant, entity_id, context.to_canonical(attr_id),
-                           dataset_id=datasetId, delete_all=bool_param(deleteAll, "deleteAll"))
-    return Response(status_code=204)
+# Merge Entity, Delete Entity and the attribute routes (append, update, partial
+# update, replace, delete) are in cityos.core.ngsi_ld.provision_api.
 
 
 # ===================================================================== batch ops
