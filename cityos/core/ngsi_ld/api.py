@@ -39,6 +39,7 @@ from cityos.core.ngsi_ld.context import (
     link_context,
     read_body,
 )
+from cityos.core.ngsi_ld.merge import refuse_null
 from cityos.core.store.base import BatchResult, UpdateResult
 from cityos.core.tenancy import Caller, get_store, require
 
@@ -243,7 +244,9 @@ def location_of(entity_id: str) -> str:
 def create_entity(caller: Caller = Depends(require("operator")), store=Depends(get_store),
                   body: LdBody = Depends(read_body)) -> Response:
     """Create an entity: 201 with its ``Location``; 409 AlreadyExists if the id is taken."""
-    entity = normalise_entity(canonical_entity(body.data, body.context))
+    entity = canonical_entity(body.data, body.context)
+    refuse_null(entity)
+    entity = normalise_entity(entity)
     store.create_entity(caller.tenant, entity)
     return Response(status_code=201, headers={"Location": location_of(entity["id"])})
 
@@ -258,7 +261,9 @@ def replace_entity(entity_id: str, caller: Caller = Depends(require("operator"))
     if "id" in data and data["id"] != entity_id:
         raise BadRequestData(f"id: {data['id']!r} in the body differs from {entity_id!r} "
                              "in the URL")
-    store.replace_entity(caller.tenant, entity_id, canonical_entity(data, body.context))
+    entity = canonical_entity(data, body.context)
+    refuse_null(entity)
+    store.replace_entity(caller.tenant, entity_id, entity)
     return Response(status_code=204)
 
 
@@ -296,6 +301,19 @@ def _batch_entities(body: LdBody, failed: BatchResult) -> list:
     return entities
 
 
+def _without_nulls(entities: list, failed: BatchResult) -> list:
+    """The entities to create that hold no NGSI-LD Null (the others fail alone)."""
+    kept = []
+    for index, entity in enumerate(entities):
+        try:
+            refuse_null(entity, f"entity {index}: ")
+        except BadRequestData as error:
+            failed.fail(entity.get("id") if isinstance(entity, dict) else None, error)
+            continue
+        kept.append(entity)
+    return kept
+
+
 def _with_failed(result, failed: BatchResult):
     """``result`` with the entities refused before the store (``failed``) among its
     errors."""
@@ -320,7 +338,7 @@ def batch_create(caller: Caller = Depends(require("operator")), store=Depends(ge
                  body: LdBody = Depends(read_body)) -> Response:
     """Create many entities: 201 with their ids, or 207 with success and errors."""
     failed = BatchResult()
-    entities = _batch_entities(body, failed)
+    entities = _without_nulls(_batch_entities(body, failed), failed)
     result = _with_failed(store.create_entities(caller.tenant, entities), failed)
     return _batch_response(result)
 

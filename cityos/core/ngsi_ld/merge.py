@@ -418,3 +418,39 @@ def merge_entities(store: ContextStore, tenant: str,
                 events.append(event)
     store._publish(events)
     return result
+
+
+def refuse_null(entity: Any, where: str = "") -> None:
+    """Refuse the NGSI-LD Null anywhere in an entity to be created or replaced (5.2.1,
+    5.5.4): as its id or scope, an attribute's value, object or languageMap, a
+    sub-attribute's, or a key's value inside a compound value: BadRequestData naming it."""
+    if not isinstance(entity, dict):
+        return
+    for key in ("id", "scope"):
+        values = entity.get(key) if isinstance(entity.get(key), list) else [entity.get(key)]
+        if NGSI_LD_NULL in values:
+            raise BadRequestData(f"{where}{key}: the NGSI-LD Null cannot be created")
+    for name, attr in entity.items():
+        if name not in RESERVED_KEYS:
+            _refuse_null_attribute(attr, f"{where}{name}")
+
+
+def _refuse_null_attribute(attr: Any, where: str) -> None:
+    for instance in attr if isinstance(attr, list) else [attr]:
+        if not isinstance(instance, dict):
+            continue
+        if is_deletion(instance) or any(
+                _has_sentinel(instance.get(k)) for k in _VALUE_MEMBERS if k in instance):
+            raise BadRequestData(f"{where}: the NGSI-LD Null ({NGSI_LD_NULL!r}) cannot be "
+                                 "created")
+        for key, member in instance.items():
+            if key not in ATTRIBUTE_MEMBERS and isinstance(member, (dict, list)):
+                _refuse_null_attribute(member, f"{where}.{key}")
+
+
+def _has_sentinel(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(v == NGSI_LD_NULL or _has_sentinel(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_sentinel(v) for v in value)
+    return False

@@ -139,3 +139,18 @@ def test_json_null_value_is_refused_before_the_entity_is_looked_up(client):
          "name": {"type": "Property", "value": None}}])
     assert answer.status_code == 207, answer.text
     assert answer.json()["errors"][0]["error"]["type"].endswith("/BadRequestData")
+
+
+@pytest.mark.parametrize("attr", [
+    {"type": "Property", "value": NULL},
+    {"type": "Relationship", "object": NULL},
+    {"type": "Property", "value": 1, "sub": {"type": "Property", "value": NULL}},
+    {"type": "Property", "value": {"address": {"country": NULL}}},
+])
+def test_the_ngsi_ld_null_cannot_be_created(client, attr):
+    problem(client.post(ENTITIES, json={"id": TOWER, "type": "Building", "probe": attr}),
+            400, "BadRequestData")
+    answer = client.post(f"{API}/entityOperations/create",
+                         json=[{"id": TOWER, "type": "Building", "probe": attr}])
+    assert answer.status_code == 207, answer.text
+    problem(client.get(f"{ENTITIES}/{TOWER}"), 404, "ResourceNotFound")
