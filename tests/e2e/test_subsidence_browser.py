@@ -94,7 +94,9 @@ def test_clicking_a_point_shows_its_series_and_model(open_page, server):
     page.locator("#map").click(position={"x": x, "y": y})
     page.wait_for_selector(f"body[data-series='{deepest['id']}']", timeout=10000)
     title = page.locator("#point-title").inner_text()
-    assert f"{series['fitted']['velocity_mm_yr']:.1f} mm/yr" in title
+    # the vertical velocity, as the map's colours and the series
+    assert series["component"] == "vertical"
+    assert f"{series['fitted']['velocity_vertical_mm_yr']:.1f} mm/yr (vertical)" in title
     legend = page.locator("#chart .u-legend").inner_text()
     assert "displacement (mm)" in legend and "model (mm)" in legend
     assert len(series["model_mm"]) == len(series["displacement_mm"]) == 60
