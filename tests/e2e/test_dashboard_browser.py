@@ -34,13 +34,16 @@ def _point(d_lon: float, d_lat: float) -> dict:
 
 
 def _iso(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @pytest.fixture(scope="module")
 def city(server, tmp_path_factory):
-    """Seed the test's own entities through the NGSI-LD API; return their ids."""
-    now = datetime.now(UTC)
+    """Seed the test's own entities through the NGSI-LD API; return their ids.
+
+    Readings are stamped on the server's (pinned) clock, which is the clock its history
+    windows and audit trail read."""
+    now = server.now()
     with server.client("operator") as api:
         for entity in (
             {"id": VEHICLE, "type": "Vehicle", "name": {"type": "Property", "value": "Tram 1"},
@@ -158,7 +161,10 @@ def test_alerts_appear_live_and_only_an_operator_can_handle_them(open_page, sign
         api.post("/ngsi-ld/v1/entities", json=alert_entity(
             alert_id, category="weather", sub_category="flood", severity="critical",
             description="E2E: water over the road at sensor 2",
-            location=_point(-0.010, 0.002), alert_source=SENSOR_LIVE)).raise_for_status()
+            location=_point(-0.010, 0.002), alert_source=SENSOR_LIVE,
+            # a minute before the server's instant: server.now() runs a second or so
+            # ahead of the server, and the trail is ordered by the instants it records
+            issued_at=server.now() - timedelta(minutes=1))).raise_for_status()
     item = f'.alert-item[data-alert-id="{alert_id}"]'
     viewer.wait_for_selector(item, timeout=3000)
     viewer.wait_for_selector("#critical-banner:not([hidden])", timeout=3000)

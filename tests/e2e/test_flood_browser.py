@@ -27,7 +27,7 @@ SITE = "urn:ngsi-ld:WaterObserved:e2e-pasar"
 @pytest.fixture(scope="module")
 def flooded(server) -> str:
     """Register a site, post a rising water level to it; wait for the service's level."""
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = server.now().astimezone(UTC).replace(microsecond=0)  # the server's pinned clock
     depths = [2.0, 5.0, 9.0, 12.0, 16.0, 21.0, 24.0, 26.0]
     bodies = [{"id": SITE, "type": "WaterObserved", "depth": depth,
                "observedAt": (now - timedelta(seconds=30 * (len(depths) - k))).isoformat()

@@ -50,8 +50,8 @@ from cityos.core.ngsi_ld.context import (
     link_context,
     read_body,
 )
-from cityos.core.ngsi_ld.paths import path_entity_id
 from cityos.core.ngsi_ld.entity_filters import parse_scope_query, scope_matches
+from cityos.core.ngsi_ld.paths import path_entity_id
 from cityos.core.store.base import EntityQuery, TemporalQuery, temporal_window
 from cityos.core.tenancy import Caller, get_app_settings, get_store, require
 from cityos.core.timefmt import format_datetime, from_micros, parse_datetime, to_micros

@@ -123,4 +123,10 @@ def test_only_the_platform_sets_areas(city):
 def test_the_pages_are_served(city):
     for page in ("ground", "profile", "levelling"):
         response = city["client"].get(f"/apps/subsidence/pages/{page}")
-        assert response.status_code == 200 and "app-page.js" in response.text
+        module = f"/apps/subsidence/static/{page}.js"
+        assert response.status_code == 200 and f'src="{module}"' in response.text
+        # the page's module signs in with the dashboard's session and calls the API
+        script = city["client"].get(module)
+        assert script.status_code == 200
+        assert '"/web/static/js/sign-in.js"' in script.text
+        assert '"/web/static/js/app-page.js"' in script.text
