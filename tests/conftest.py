@@ -110,3 +110,30 @@ def clock() -> Iterator[FixedClock]:
     """The process clock, standing still at :data:`PINNED_INSTANT` for this test."""
     with use_clock(FixedClock(PINNED_INSTANT)) as fixed:
         yield fixed
+
+
+# Modules whose answers involve "now" (live boards, predictions, sessions, replays):
+# .ci/clock-matrix runs `pytest -m clock` under several fixed machine clocks and zones.
+CLOCK_SENSITIVE_MODULES = (
+    "tests/core/test_clock.py",
+    "tests/web/test_display_tokens.py",
+    "tests/apps/transit/test_live.py",
+    "tests/apps/transit/test_gtfs_rt_live.py",
+    "tests/apps/transit/test_sim_days.py",
+    "tests/apps/transit/test_clock_service_day.py",
+    "tests/e2e/test_transit_browser.py",
+    "tests/e2e/test_dashboard_browser.py",
+    "tests/e2e/test_flood_browser.py",
+)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark the tests of :data:`CLOCK_SENSITIVE_MODULES` ``clock``."""
+    root = config.rootpath
+    for item in items:
+        try:
+            where = item.path.relative_to(root).as_posix()
+        except ValueError:
+            continue
+        if where in CLOCK_SENSITIVE_MODULES:
+            item.add_marker(pytest.mark.clock)
