@@ -138,3 +138,12 @@ else
     command -v chromium >/dev/null 2>&1 || fail "chromium: installed, but not on PATH"
     echo "chromium: installed"
 fi
+
+# ------------------------------------------------------------------ faketime
+# .ci/clock-matrix runs the clock-sensitive tests under libfaketime
+if command -v faketime >/dev/null 2>&1; then
+    echo "faketime: installed"
+else
+    apt_install faketime || fail "faketime: cannot install Debian's faketime"
+    echo "faketime: installed"
+fi

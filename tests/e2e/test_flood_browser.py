@@ -12,7 +12,7 @@ danger level, on its way down, when the test runs.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 
 import pytest
 
