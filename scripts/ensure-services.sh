@@ -140,10 +140,17 @@ else
 fi
 
 # ------------------------------------------------------------------ faketime
-# .ci/clock-matrix runs the clock-sensitive tests under libfaketime
+# .ci/clock-matrix runs the clock-sensitive tests under libfaketime and compiles
+# its small clock_nanosleep wrapper (.ci/monotonic-sleep.c) with cc
 if command -v faketime >/dev/null 2>&1; then
     echo "faketime: installed"
 else
     apt_install faketime || fail "faketime: cannot install Debian's faketime"
     echo "faketime: installed"
+fi
+if command -v cc >/dev/null 2>&1; then
+    echo "cc: installed"
+else
+    apt_install gcc libc6-dev || fail "cc: cannot install Debian's gcc"
+    echo "cc: installed"
 fi
