@@ -29,6 +29,7 @@ from cityos.core.ingest.files import (
     read_import_file,
     validate_import,
 )
+from cityos.core.urls import redact_url
 
 app = typer.Typer(name="cityos", no_args_is_help=True, add_completion=False,
                   help="CityOS: an open smart-city operations platform.")
@@ -166,7 +167,7 @@ def demo(settings: Settings,
         _fail(f"building the demo city: {error.detail}")
     total = sum(written.values())
     typer.echo(f"Demo city: {total} entities in tenant {DEMO_TENANT!r} of "
-               f"{settings.database_url}")
+               f"{redact_url(settings.database_url)}")
     base_url = f"http://{settings.host}:{settings.port}"
     if no_serve:
         store.close()
@@ -174,10 +175,10 @@ def demo(settings: Settings,
         return
     mqtt_url = settings.mqtt_url or DEFAULT_MQTT_URL
     if mqtt_broker_reachable(mqtt_url):
-        typer.echo(f"MQTT ingestion on {mqtt_url} (topics cityos/<tenant>/<type>/<id>)")
+        typer.echo(f"MQTT ingestion on {redact_url(mqtt_url)} (topics cityos/<tenant>/<type>/<id>)")
         settings = settings.model_copy(update={"mqtt_url": mqtt_url})
     else:
-        typer.echo(f"No MQTT broker at {mqtt_url}: running without MQTT ingestion")
+        typer.echo(f"No MQTT broker at {redact_url(mqtt_url)}: running without MQTT ingestion")
         settings = settings.model_copy(update={"mqtt_url": None})
     typer.echo(demo_banner(base_url, token))
     context = demo_city.DemoContext(base_url, token, DEMO_TENANT, settings.mqtt_url, store)

@@ -24,6 +24,7 @@ import typer
 
 from cityos.config import Settings
 from cityos.core.progress import Progress, quiet_requested, track
+from cityos.core.urls import redact_url
 
 __all__ = ["Progress", "fail", "open_store", "quiet_requested", "settings_options", "track"]
 
@@ -101,5 +102,5 @@ def open_store(settings: Settings):
 
     try:
         return open_context_store(settings.database_url)
-    except (ValueError, ImportError) as error:
-        fail(f"cannot open the store at {settings.database_url}: {error}")
+    except (ValueError, ImportError, RuntimeError) as error:  # RuntimeError: cannot connect
+        fail(f"cannot open the store at {redact_url(settings.database_url)}: {error}")

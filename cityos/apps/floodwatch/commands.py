@@ -50,6 +50,7 @@ from cityos.core.alerts import alert_entity, raise_alert
 from cityos.core.clock import now as clock_now
 from cityos.core.errors import AlreadyExists, BadRequestData, ResourceNotFound
 from cityos.core.timefmt import format_datetime, parse_datetime
+from cityos.core.urls import redact_url
 
 __all__ = ["ACK_TOPIC_FILTER", "COMMAND_STATUSES", "NO_CONTROLLER_INFO", "SETTINGS", "CommandAck",
            "CommandError", "CommandMessage", "CommanderStats", "PumpCommand",
@@ -547,7 +548,7 @@ class PumpCommander:
                                          "(CITYOS_MQTT_URL=mqtt://host:port)")
         client = self._client
         if client is None or not self._subscribed.is_set():
-            raise PumpCommandUnavailable(f"not connected to the MQTT broker {self.mqtt_url}: "
+            raise PumpCommandUnavailable(f"not connected to the MQTT broker {redact_url(self.mqtt_url)}: "
                                          f"the command to {pump} was not sent")
         topic = command_topic(tenant, pump)
         key = (tenant, pump)

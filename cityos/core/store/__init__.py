@@ -13,6 +13,7 @@ from cityos.core.store.base import (  # noqa: F401  (the public names of the pac
     TemporalQuery,
     UpdateResult,
 )
+from cityos.core.urls import redact_url
 
 
 def open_store(url: str, events: EventBus | None = None) -> ContextStore:
@@ -34,4 +35,4 @@ def open_store(url: str, events: EventBus | None = None) -> ContextStore:
         from cityos.core.store.postgres import PostgresStore
 
         return PostgresStore(url, events)
-    raise ValueError(f"database URL {url!r}: expected sqlite:/// or postgresql://")
+    raise ValueError(f"database URL {redact_url(url)!r}: expected sqlite:/// or postgresql://")

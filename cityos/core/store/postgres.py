@@ -36,7 +36,6 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import psycopg
@@ -47,6 +46,7 @@ from cityos.core.entities import attribute_instances, entity_types
 from cityos.core.events import EventBus
 from cityos.core.store.base import ContextStore, HistoryRow, StoredEntity, StoreTransaction
 from cityos.core.timefmt import now_utc, to_micros
+from cityos.core.urls import redact_url
 
 SCHEMA = """
 CREATE EXTENSION IF NOT EXISTS postgis;
@@ -293,7 +293,7 @@ class PostgresStore(ContextStore):
         try:  # one direct attempt first: a wrong URL fails now, not after pool retries
             psycopg.connect(url, connect_timeout=10).close()
         except psycopg.Error as error:
-            raise RuntimeError(f"database URL {_redacted(url)!r}: cannot connect: "
+            raise RuntimeError(f"database URL {redact_url(url)!r}: cannot connect: "
                                f"{error}") from error
         self._pool = ConnectionPool(url, min_size=min_connections, max_size=max_connections,
                                     kwargs={"autocommit": True}, configure=_configure,
@@ -302,7 +302,7 @@ class PostgresStore(ContextStore):
             self._pool.open(wait=True, timeout=10.0)
         except psycopg.Error as error:
             self._pool.close()
-            raise RuntimeError(f"database URL {_redacted(url)!r}: cannot connect: "
+            raise RuntimeError(f"database URL {redact_url(url)!r}: cannot connect: "
                                f"{error}") from error
         try:
             self._create_schema()
@@ -318,7 +318,7 @@ class PostgresStore(ContextStore):
                 conn.execute(SCHEMA)
             except psycopg.errors.FeatureNotSupported as error:
                 raise RuntimeError(
-                    f"PostGIS is not installed on the server of {_redacted(self.url)!r} "
+                    f"PostGIS is not installed on the server of {redact_url(self.url)!r} "
                     f"(Debian: apt-get install postgresql-15-postgis-3): {error}") from error
 
     # ------------------------------------------------------------- primitives
@@ -459,15 +459,6 @@ class PostgresStore(ContextStore):
 
     def close(self) -> None:
         self._pool.close()
-
-
-def _redacted(url: str) -> str:
-    """The URL with its password masked, for error messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _configure(conn: psycopg.Connection) -> None:
