@@ -111,6 +111,9 @@ def evaluate_command(
                 trace = simulated(day)
                 yield from trace.arrivals
                 bar.step(f"training day {day}", f"{len(trace.arrivals):,} arrivals")
+                # Drop the day before the next is simulated: the name would otherwise
+                # hold it while the next one is built, two days' pings at the peak.
+                del trace
 
         def held_out():
             for day in service_days[-1:]:

@@ -46,7 +46,8 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Iterable
+from array import array
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
@@ -308,6 +309,55 @@ def _elapsed_cov(phi: float, h: np.ndarray, var: np.ndarray) -> np.ndarray:
 
 
 # ======================================================================== predictor
+class _ArrivalColumns:
+    """Observed arrivals held as columns (24 bytes each) and grouped by trip instance.
+
+    :meth:`ArrivalPredictor.learn` reads weeks of history: as columns it holds one
+    small row per arrival instead of an object and a list entry, and gives the same
+    groups in the same order (a stable sort by stop sequence within each instance),
+    so the learned tables do not change.
+    """
+
+    __slots__ = ("keys", "run", "seq", "arrival", "departure")
+
+    def __init__(self) -> None:
+        self.keys: dict[tuple[date, str, str], int] = {}  # (day, vehicle, trip) -> run
+        self.run = array("i")
+        self.seq = array("i")
+        self.arrival = array("d")
+        self.departure = array("d")
+
+    @classmethod
+    def of(cls, arrivals: Iterable[ObservedArrival]) -> _ArrivalColumns:
+        """The columns of ``arrivals`` (consumed once, in any order)."""
+        columns = cls()
+        keys = columns.keys
+        for a in arrivals:
+            key = (a.service_date, a.vehicle_id, a.trip_id)
+            run = keys.get(key)
+            if run is None:
+                run = keys[key] = len(keys)
+            columns.run.append(run)
+            columns.seq.append(a.stop_sequence)
+            columns.arrival.append(a.arrival_t)
+            columns.departure.append(a.departure_t)
+        return columns
+
+    def groups(self) -> Iterator[tuple[tuple[date, str, str], np.ndarray, np.ndarray,
+                                       np.ndarray]]:
+        """``(key, stop sequences, arrival times, departure times)`` per trip instance,
+        in order of first appearance, each sorted by stop sequence."""
+        run = np.frombuffer(self.run, dtype=np.int32) if self.run else np.zeros(0, np.int32)
+        seq = np.frombuffer(self.seq, dtype=np.int32) if self.seq else np.zeros(0, np.int32)
+        order = np.lexsort((seq, run))  # stable: equal sequences keep their order
+        seq = seq[order]
+        arrival = np.asarray(self.arrival, dtype=float)[order]
+        departure = np.asarray(self.departure, dtype=float)[order]
+        bounds = np.searchsorted(run[order], np.arange(len(self.keys) + 1))
+        for key, start, end in zip(self.keys, bounds[:-1], bounds[1:], strict=True):
+            yield key, seq[start:end], arrival[start:end], departure[start:end]
+
+
 class ArrivalPredictor:
     """Learn segment running and dwell times from history; predict arrivals live.
 
@@ -410,28 +460,24 @@ class ArrivalPredictor:
         """
         tz = self._timezone(feed, timezone)
         self._use_feed(feed)
-        runs = {}  # (date, vehicle, trip) -> list of arrivals
-        for a in arrivals:
-            runs.setdefault((a.service_date, a.vehicle_id, a.trip_id), []).append(a)
+        runs = _ArrivalColumns.of(arrivals)
         run_parts: list[tuple] = []  # (segment ids, kind, clock, run)
         dwell_parts: list[tuple] = []
         sched_ratio_parts: list[tuple] = []
         pieces = []  # per trip instance, for the error structure
         segment_ids: dict[tuple[str, str], int] = {}
         stop_ids: dict[str, int] = {}
-        for (day, _vehicle, trip_id), observed in runs.items():
+        for (day, _vehicle, trip_id), seqs, arr, dep in runs.groups():
             if trip_id not in feed.trips:
                 continue
             plan = self._plan(feed, trip_id)
-            index = np.array([plan.seq_index.get(a.stop_sequence, -1) for a in observed])
+            index = np.array([plan.seq_index.get(seq, -1) for seq in seqs.tolist()],
+                             dtype=np.int64)
             keep = index >= 0
             if keep.sum() < 2:
                 continue
-            order = np.argsort(index[keep], kind="stable")
-            index = index[keep][order]
-            chosen = [a for a, ok in zip(observed, keep, strict=True) if ok]
-            arr = np.array([chosen[i].arrival_t for i in order])
-            dep = np.array([chosen[i].departure_t for i in order])
+            order = np.argsort(index[keep], kind="stable")  # along the trip's plan
+            index, arr, dep = index[keep][order], arr[keep][order], dep[keep][order]
             origin = self._origin(day, tz)
             kind = self._day_type(feed, day)
             # consecutive stops of the trip: a segment each

@@ -434,3 +434,32 @@ def test_evaluate_command_rejects_bad_options():
     assert service_weekdays(feed, date(2025, 3, 7), 2) == [date(2025, 3, 7), date(2025, 3, 10)]
     with pytest.raises(ValueError, match="start"):
         service_weekdays(feed, date(2025, 12, 30), 3)  # the calendar ends on Dec 31
+
+
+def test_evaluate_command_holds_one_simulated_day_at_a_time(monkeypatch):
+    """Each training day is released before the next is simulated (the transit
+    issue's memory defect: two days' pings were alive at the peak)."""
+    import gc
+    import weakref
+
+    pytest.importorskip("typer")
+    from cityos.apps.transit import evaluate_cli, synthetic
+
+    simulate = synthetic.simulate_day
+    traces: list[weakref.ref] = []
+    alive_at_each_call: list[int] = []
+
+    def simulate_and_count(*args, **kwargs):
+        gc.collect()
+        alive_at_each_call.append(sum(ref() is not None for ref in traces))
+        trace = simulate(*args, **kwargs)
+        traces.append(weakref.ref(trace))
+        return trace
+
+    monkeypatch.setattr(synthetic, "simulate_day", simulate_and_count)
+    monkeypatch.setattr(synthetic, "demo_feed", lambda seed=0: line_feed(headway_s=1800))
+    report = evaluate_cli.evaluate_command(days=3, scenario="normal", seed=1,
+                                           start="2025-03-03", every_s=120.0,
+                                           save=None, routes=None)
+    assert report.predictions > 0
+    assert alive_at_each_call == [0, 0, 0, 0]  # 3 training days and the held-out day
