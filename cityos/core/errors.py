@@ -69,6 +69,13 @@ class LdContextNotAvailable(NgsiLdError):
     error_type, title, status = "LdContextNotAvailable", "@context not available", 503
 
 
+class ContextUnreachable(LdContextNotAvailable):
+    """A context the request names cannot be retrieved (the conformance suite and
+    clause 5.8.1 expect 504 Gateway Timeout for an unreachable ``jsonldContext``)."""
+
+    status = 504
+
+
 class Unauthorized(NgsiLdError):
     error_type, title, status = "Unauthorized", "Unauthorized", 401
     #: RFC 9110: a 401 names the scheme the client should use

@@ -33,21 +33,20 @@ import orjson
 
 from cityos.core.clock import now as clock_now
 from cityos.core.entities import (
-    RESERVED_KEYS,
     check_attribute_name,
     is_uri,
-    to_key_values,
 )
 from cityos.core.errors import (
     AlreadyExists,
     BadRequestData,
+    ContextUnreachable,
     NgsiLdError,
-    OperationNotSupported,
     ResourceNotFound,
 )
 from cityos.core.events import EntityEvent
 from cityos.core.ngsi_ld.context import CORE_CONTEXT_URL, JSONLD_CONTEXT_REL
-from cityos.core.ngsi_ld.ids import check_uri
+from cityos.core.ngsi_ld.ids import check_uri, uri_problem
+from cityos.core.store.base import StoredEntity
 from cityos.core.timefmt import format_datetime, now_utc, parse_datetime
 
 log = logging.getLogger(__name__)
@@ -60,7 +59,10 @@ __all__ = [
 
 SUBSCRIPTION_KIND = "subscription"
 STATUS_KIND = "subscription-status"
-FORMATS = ("normalized", "keyValues")
+#: Where a stored subscription keeps the client's ``@context`` (not shown to clients).
+CONTEXT_MEMBER = "_ldContext"
+#: ``keyValues`` and ``simplified`` name the same representation.
+FORMATS = ("normalized", "concise", "keyValues", "simplified")
 ACCEPTS = ("application/json", "application/ld+json")
 #: NGSI-LD 1.8 ``notificationTrigger`` values; the default leaves deletions out.
 TRIGGERS = ("entityCreated", "entityUpdated", "entityDeleted", "attributeCreated",
@@ -78,6 +80,10 @@ STATUS_WRITE_INTERVAL_S = 0.5
 #: flood of writes cannot exhaust memory.
 MAX_QUEUED_EVENTS = 100_000
 _RETRYABLE_HTTP = {408, 425, 429}
+#: Seconds between the periodic notifier's looks at ``timeInterval`` subscriptions.
+PERIODIC_TICK_S = 0.5
+#: Most entities one periodic notification carries.
+MAX_PERIODIC_ENTITIES = 1000
 
 
 # =================================================================== validation
@@ -109,8 +115,8 @@ def validate_subscription(body: Any, context: Any = None, *, max_q_length: int =
     ------
     BadRequestData
         Naming the member that is wrong.
-    OperationNotSupported
-        For ``timeInterval`` (periodic subscriptions are not supported).
+    ContextUnreachable
+        For a ``jsonldContext`` this broker cannot read (504).
     """
     if not isinstance(body, dict):
         raise BadRequestData("a subscription must be a JSON object")
@@ -133,8 +139,13 @@ def validate_subscription(body: Any, context: Any = None, *, max_q_length: int =
     if "description" in body:
         sub["description"] = body["description"]
     if body.get("timeInterval") is not None:
-        raise OperationNotSupported("timeInterval: periodic subscriptions are not supported; "
-                                    "use watchedAttributes or entities")
+        sub["timeInterval"] = _seconds(body["timeInterval"], "timeInterval")
+        if body.get("watchedAttributes") is not None:
+            raise BadRequestData("timeInterval: a periodic subscription cannot also have "
+                                 "watchedAttributes (clause 5.2.12)")
+        if body.get("throttling") is not None:
+            raise BadRequestData("throttling: a periodic subscription (timeInterval) cannot "
+                                 "be throttled")
     if body.get("entities") is not None:
         sub["entities"] = _entity_selectors(body["entities"])
     if body.get("watchedAttributes") is not None:
@@ -154,12 +165,17 @@ def validate_subscription(body: Any, context: Any = None, *, max_q_length: int =
                                  f"{', '.join(TRIGGERS)}")
         sub["notificationTrigger"] = list(dict.fromkeys(triggers))
     if body.get("throttling") is not None:
-        throttling = body["throttling"]
-        if isinstance(throttling, bool) or not isinstance(throttling, (int, float)) or \
-                not throttling > 0:
-            raise BadRequestData(f"throttling: {throttling!r} is not a positive number of "
-                                 "seconds")
-        sub["throttling"] = throttling
+        sub["throttling"] = _seconds(body["throttling"], "throttling")
+    if body.get("csf") is not None:
+        sub["csf"] = _csf(body["csf"], max_q_length)
+    if body.get("jsonldContext") is not None:
+        sub["jsonldContext"] = _jsonld_context(body["jsonldContext"])
+    if body.get("datasetId") is not None:
+        sub["datasetId"] = _dataset_ids(body["datasetId"])
+    if context is not None and not getattr(context, "is_core", True):
+        sub[CONTEXT_MEMBER] = context.source  # names in notifications are compacted with it
+    elif body.get(CONTEXT_MEMBER) is not None:
+        sub[CONTEXT_MEMBER] = body[CONTEXT_MEMBER]  # kept through an update
     if body.get("expiresAt") is not None:
         expires = parse_datetime(body["expiresAt"], "expiresAt")
         if expires <= (now or now_utc()):
@@ -187,9 +203,14 @@ def canonical_subscription(body: dict, context: Any, *, max_q_length: int = 4096
         out["watchedAttributes"] = [rename(n) if isinstance(n, str) and n else n
                                     for n in out["watchedAttributes"]]
     notification = out.get("notification")
-    if isinstance(notification, dict) and isinstance(notification.get("attributes"), list):
-        out["notification"] = {**notification, "attributes": [
-            rename(n) if isinstance(n, str) and n else n for n in notification["attributes"]]}
+    if isinstance(notification, dict):
+        notification = dict(notification)
+        for member in ("attributes", "pick", "omit"):  # pick/omit: id and type stay
+            if isinstance(notification.get(member), list):
+                notification[member] = [
+                    rename(n) if isinstance(n, str) and n and n not in ("id", "type") else n
+                    for n in notification[member]]
+        out["notification"] = notification
     geo = out.get("geoQ")
     if isinstance(geo, dict) and isinstance(geo.get("geoproperty"), str):
         out["geoQ"] = {**geo, "geoproperty": rename(geo["geoproperty"])}
@@ -199,6 +220,50 @@ def canonical_subscription(body: dict, context: Any, *, max_q_length: int = 4096
 
         out["q"] = str(canonical_q(parse_q(out["q"], max_q_length), context))
     return out
+
+
+def _seconds(value: Any, field: str) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise BadRequestData(f"{field}: {value!r} is not a positive number of seconds")
+    return value
+
+
+def _dataset_ids(value: Any) -> list[str]:
+    """``datasetId``: the attribute instances notifications keep (``@none``: the
+    default instance)."""
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise BadRequestData("datasetId: expected a URI or a non-empty list of URIs")
+    for index, item in enumerate(items):
+        if item != "@none":
+            check_uri(item, f"datasetId[{index}]")
+    return list(dict.fromkeys(items))
+
+
+def _csf(text: Any, max_q_length: int) -> str:
+    """A context source filter: a query string of clause 4.9 (parsed like ``q``)."""
+    from cityos.core.ngsi_ld.qlang import parse_q
+
+    if not isinstance(text, str) or not text:
+        raise BadRequestData("csf: must be a non-empty query string")
+    try:
+        parse_q(text, max_q_length)
+    except BadRequestData as error:
+        raise BadRequestData(f"csf: {error.detail}") from None
+    return text
+
+
+def _jsonld_context(url: Any) -> str:
+    """``jsonldContext``: the URI of the context notifications are compacted with; it
+    must be one the broker can read (offline: a registered or core context)."""
+    from cityos.core.ngsi_ld.context import CORE_CONTEXT_URLS, known_context
+
+    if not isinstance(url, str) or "://" not in url or uri_problem(url) is not None:
+        raise BadRequestData(f"jsonldContext: {url!r} is not an absolute URI")
+    if url not in CORE_CONTEXT_URLS and known_context(url) is None:
+        raise ContextUnreachable(f"jsonldContext: {url} cannot be retrieved (it is not "
+                                 "one of the contexts this broker holds)")
+    return url
 
 
 def _names(value: Any, field: str) -> list[str]:
@@ -273,13 +338,32 @@ def _geo_q(value: Any) -> dict:
 def _notification(value: Any) -> dict:
     if not isinstance(value, dict):
         raise BadRequestData("notification: expected an object with an endpoint")
+    from cityos.core.ngsi_ld.projection import check_projections, parse_projection
+
     out: dict = {}
     if value.get("attributes") is not None:
         out["attributes"] = _names(value["attributes"], "notification.attributes")
+    trees = {}
+    for member in ("pick", "omit"):
+        if value.get(member) is not None:
+            trees[member] = parse_projection(value[member], f"notification.{member}")
+            out[member] = list(value[member]) if isinstance(value[member], list) \
+                else value[member].split(",")
+    check_projections(trees.get("pick"), trees.get("omit"), out.get("attributes"),
+                      join_level=99)
     fmt = value.get("format", "normalized")
     if fmt not in FORMATS:
         raise BadRequestData(f"notification.format: {fmt!r} is not one of {', '.join(FORMATS)}")
     out["format"] = fmt
+    for flag in ("sysAttrs", "showChanges"):
+        if value.get(flag) is not None:
+            if not isinstance(value[flag], bool):
+                raise BadRequestData(f"notification.{flag}: {value[flag]!r} is not true or "
+                                     "false")
+            out[flag] = value[flag]
+    if out.get("showChanges") and fmt in ("keyValues", "simplified"):
+        raise BadRequestData(f"notification.showChanges: cannot be true with format {fmt!r} "
+                             "(the simplified form has no place for previous values)")
     out["endpoint"] = _endpoint(value.get("endpoint"))
     return out
 
@@ -325,10 +409,10 @@ def _key_values(value: Any, field: str) -> list[dict]:
     pairs = []
     for index, pair in enumerate(value):
         if not isinstance(pair, dict) or not isinstance(pair.get("key"), str) or \
-                not pair["key"] or not isinstance(pair.get("value"), (str, int)):
+                not pair["key"] or not isinstance(pair.get("value"), str):
             raise BadRequestData(f"{field}[{index}]: expected {{\"key\": string, "
                                  f"\"value\": string}}")
-        pairs.append({"key": pair["key"], "value": str(pair["value"])})
+        pairs.append({"key": pair["key"], "value": pair["value"]})
     return pairs
 
 
@@ -394,9 +478,11 @@ def create_subscription(store, tenant: str, body: Any, context: Any = None, *,
     ------
     AlreadyExists
         When the tenant already has a subscription with this ``id``.
-    BadRequestData, OperationNotSupported
+    BadRequestData, ContextUnreachable
         From :func:`validate_subscription`.
     """
+    if isinstance(body, dict):
+        body = {k: v for k, v in body.items() if k != CONTEXT_MEMBER}
     sub = validate_subscription(body, context, max_q_length=max_q_length)
     if store.get_document(tenant, SUBSCRIPTION_KIND, sub["id"]) is not None:
         raise AlreadyExists(f"subscription {sub['id']} already exists")
@@ -445,7 +531,8 @@ def update_subscription(store, tenant: str, subscription_id: str, fragment: Any,
     if fragment.get("id", subscription_id) != subscription_id:
         raise BadRequestData(f"id: {fragment['id']!r} differs from {subscription_id!r} "
                              "in the URL")
-    fragment = {k: v for k, v in fragment.items() if k not in ("@context", "id")}
+    fragment = {k: v for k, v in fragment.items()
+                if k not in ("@context", "id", CONTEXT_MEMBER)}
     if "name" in fragment:
         fragment["subscriptionName"] = fragment.pop("name")
     fragment = canonical_subscription(fragment, context, max_q_length=max_q_length)
@@ -497,7 +584,12 @@ def subscription_state(sub: dict, now: Any = None) -> str:
 
 
 def _with_status(sub: dict, status: dict) -> dict:
-    out = dict(sub)
+    out = {k: v for k, v in sub.items() if k != CONTEXT_MEMBER}
+    source = sub.get(CONTEXT_MEMBER)
+    if "jsonldContext" not in out and isinstance(source, (str, list)):
+        urls = [source] if isinstance(source, str) else source
+        if len(urls) == 1 and isinstance(urls[0], str):
+            out["jsonldContext"] = urls[0]  # clause 5.2.12: the context it was made with
     notification = dict(out.get("notification") or {})
     notification["timesSent"] = status.get("timesSent", 0)
     notification["timesFailed"] = status.get("timesFailed", 0)
@@ -521,6 +613,7 @@ class _Compiled:
     patterns: list = field(default_factory=list)
     expires_s: float | None = None
     created_s: float = 0.0
+    renderer: Any = None
 
     @classmethod
     def build(cls, tenant: str, doc: dict) -> _Compiled:
@@ -540,6 +633,7 @@ class _Compiled:
             compiled.expires_s = parse_datetime(doc["expiresAt"]).timestamp()
         if doc.get("createdAt"):
             compiled.created_s = parse_datetime(doc["createdAt"]).timestamp()
+        compiled.renderer = notification_renderer(doc)
         return compiled
 
     @property
@@ -596,19 +690,83 @@ class _Compiled:
         return False
 
 
-def notification_data(sub: dict, event: EntityEvent, now_text: str) -> dict:
-    """The entity of a notification: projected to ``notification.attributes`` and in
-    the subscription's format (deleted entities carry ``deletedAt``)."""
+def periodic_entities(store, sub: _Compiled) -> list[StoredEntity]:
+    """The entities a periodic notification of ``sub`` carries: those its
+    ``entities`` selectors, ``q`` and ``geoQ`` select now, in id order, at most
+    :data:`MAX_PERIODIC_ENTITIES`."""
+    from cityos.core.geo import geo_matches
+    from cityos.core.ngsi_ld.qlang import q_matches
+
+    found: dict[str, StoredEntity] = {}
+    selectors = sub.doc.get("entities") or [{}]
+    patterns = sub.patterns or [None]
+    for selector, pattern in zip(selectors, patterns, strict=True):
+        for record in store.scan(sub.tenant,
+                                 types=[selector["type"]] if "type" in selector else None,
+                                 ids=[selector["id"]] if "id" in selector else None,
+                                 id_pattern=selector.get("idPattern")):
+            if pattern is not None and not pattern.fullmatch(record.id):
+                continue
+            if sub.q is not None and not q_matches(sub.q, record.entity):
+                continue
+            if sub.geo is not None and not geo_matches(sub.geo, record.entity):
+                continue
+            found[record.id] = record
+            if len(found) >= MAX_PERIODIC_ENTITIES:
+                log.warning("subscriptions: periodic %s selects more than %d entities; "
+                            "the notification carries the first", sub.id,
+                            MAX_PERIODIC_ENTITIES)
+                return sorted(found.values(), key=lambda r: r.id)
+    return sorted(found.values(), key=lambda r: r.id)
+
+
+def subscription_context(sub: dict):
+    """The context notifications of ``sub`` are compacted with: its ``jsonldContext``,
+    else the ``@context`` it was created with, else the core context."""
+    from cityos.core.ngsi_ld.context import resolve_context
+
+    if sub.get("jsonldContext"):
+        return resolve_context(sub["jsonldContext"])
+    return resolve_context(sub.get(CONTEXT_MEMBER))
+
+
+_FORMS = {"normalized": "normalized", "concise": "concise", "keyValues": "simplified",
+          "simplified": "simplified"}
+
+
+def notification_renderer(sub: dict, context: Any = None):
+    """A :class:`~cityos.core.ngsi_ld.representation.Renderer` for the entities of
+    ``sub``'s notifications: format, ``attributes``, ``pick``/``omit``, ``sysAttrs``,
+    ``datasetId`` and names in the subscription's context."""
+    from cityos.core.ngsi_ld.projection import parse_projection
+    from cityos.core.ngsi_ld.representation import Renderer
+
+    notification = sub.get("notification") or {}
+    datasets = sub.get("datasetId")
+    return Renderer(context or subscription_context(sub),
+                    form=_FORMS.get(notification.get("format"), "normalized"),
+                    sys_attrs=bool(notification.get("sysAttrs")),
+                    attrs=notification.get("attributes"),
+                    pick=parse_projection(notification.get("pick"), "notification.pick"),
+                    omit=parse_projection(notification.get("omit"), "notification.omit"),
+                    dataset_ids=set(datasets) if datasets else None)
+
+
+def notification_data(sub: dict, event: EntityEvent, now_text: str,
+                      record: StoredEntity | None = None, renderer: Any = None) -> dict:
+    """The entity of a notification in the subscription's representation (deleted
+    entities carry ``deletedAt``). ``record`` gives the system times for ``sysAttrs``."""
+    renderer = renderer or notification_renderer(sub)
     entity = event.entity
     if entity is None:
-        return {"id": event.entity_id, "type": event.entity_type, "deletedAt": now_text}
-    wanted = (sub.get("notification") or {}).get("attributes")
-    if wanted:
-        keep = set(wanted)
-        entity = {k: v for k, v in entity.items() if k in RESERVED_KEYS or k in keep}
-    if (sub.get("notification") or {}).get("format") == "keyValues":
-        return to_key_values(entity)
-    return entity
+        from cityos.core.ngsi_ld.context import compact_entity
+
+        return compact_entity({"id": event.entity_id, "type": event.entity_type,
+                               "deletedAt": now_text}, renderer.context)
+    if record is None or record.entity is not entity:
+        record = StoredEntity(entity, record.created_us if record else 0,
+                              record.modified_us if record else 0)
+    return renderer.render(record)
 
 
 def build_notification(sub: dict, entities: list[dict], now_text: str) -> dict:
@@ -624,6 +782,7 @@ class _Delivery:
     subscription_id: str
     endpoint: dict
     notification: dict
+    context: Any = None  #: the LdContext of @context / Link; the core context if None
     attempt: int = 0
     first_attempt_text: str | None = None
     last_failure_text: str | None = None
@@ -787,6 +946,8 @@ class SubscriptionManager:
         self.backoff_s = float(getattr(settings, "notification_backoff_s", 0.5))
         self.timeout_s = float(getattr(settings, "notification_timeout_s", 10.0))
         self.workers = max(1, int(getattr(settings, "notification_workers", 4)))
+        #: seconds between the periodic thread's rounds (see :meth:`notify_periodic`)
+        self.periodic_tick_s = PERIODIC_TICK_S
         self.dropped_events = 0
         self._events: queue.Queue = queue.Queue(MAX_QUEUED_EVENTS)
         self._schedule = _Schedule()
@@ -815,6 +976,8 @@ class SubscriptionManager:
         self._http = httpx.Client(timeout=self.timeout_s, follow_redirects=False)
         threads = [threading.Thread(target=self._match_loop, name="cityos-subs-matcher",
                                     daemon=True)]
+        threads.append(threading.Thread(target=self._periodic_loop, daemon=True,
+                                        name="cityos-subs-periodic"))
         threads += [threading.Thread(target=self._deliver_loop, daemon=True,
                                      name=f"cityos-subs-notifier-{n}")
                     for n in range(self.workers)]
@@ -956,8 +1119,9 @@ class SubscriptionManager:
         now_s = clock_now()
         now_text = None
         for sub in self._subscriptions(event.tenant):
-            if not sub.live(now_s, event_s) or not sub.matches(event):
-                continue
+            if sub.doc.get("timeInterval") or not sub.live(now_s, event_s) or \
+                    not sub.matches(event):
+                continue  # a periodic subscription is not notified of changes
             throttling = sub.doc.get("throttling")
             key = (event.tenant, sub.id)
             tick = time.monotonic()
@@ -965,11 +1129,58 @@ class SubscriptionManager:
                 continue  # NGSI-LD throttling: skipped, not queued
             self._last_sent[key] = tick
             now_text = now_text or format_datetime(now_utc())
-            data = notification_data(sub.doc, event, now_text)
-            delivery = _Delivery(event.tenant, sub.id, sub.doc["notification"]["endpoint"],
-                                 build_notification(sub.doc, [data], now_text))
-            self._add_pending(1)
-            self._schedule.put(delivery, tick)
+            record = None
+            if sub.renderer.sys_attrs and event.entity is not None:
+                record = self._record_of(event)
+            data = notification_data(sub.doc, event, now_text, record, sub.renderer)
+            self._queue(sub, [data], now_text, tick)
+
+    # ----------------------------------------------------------- periodic
+    def _periodic_loop(self) -> None:
+        while not self._stopping.wait(self.periodic_tick_s):
+            try:
+                self.notify_periodic()
+            except Exception:  # the store may be closing; the next round tries again
+                log.exception("subscriptions: a round of periodic notifications failed")
+
+    def notify_periodic(self, tick: float | None = None, now_s: float | None = None) -> None:
+        """Notify every periodic subscription whose ``timeInterval`` has passed since
+        its last notification (the first one at once) of the entities it selects.
+
+        The periodic thread calls it every :attr:`periodic_tick_s`; ``tick`` (monotonic
+        seconds) and ``now_s`` (the clock, for ``expiresAt``) default to the present.
+        """
+        tick = time.monotonic() if tick is None else tick
+        now_s = clock_now() if now_s is None else now_s
+        for tenant in self.store.tenants():
+            for sub in self._subscriptions(tenant):
+                interval = sub.doc.get("timeInterval")
+                if not interval or not sub.live(now_s, now_s):
+                    continue
+                key = (tenant, sub.id)
+                last = self._last_sent.get(key)
+                if last is not None and tick - last < interval:
+                    continue
+                self._last_sent[key] = tick
+                records = periodic_entities(self.store, sub)
+                if records:
+                    now_text = format_datetime(now_utc())
+                    self._queue(sub, [sub.renderer.render(r) for r in records], now_text,
+                                tick)
+
+    def _queue(self, sub: _Compiled, data: list[dict], now_text: str, due_s: float) -> None:
+        delivery = _Delivery(sub.tenant, sub.id, sub.doc["notification"]["endpoint"],
+                             build_notification(sub.doc, data, now_text),
+                             context=sub.renderer.context)
+        self._add_pending(1)
+        self._schedule.put(delivery, due_s)
+
+    def _record_of(self, event: EntityEvent) -> StoredEntity | None:
+        """The stored record of an event's entity, for its system times."""
+        try:
+            return self.store.get_record(event.tenant, event.entity_id)
+        except NgsiLdError:
+            return None  # deleted since
 
     # ----------------------------------------------------------- delivery
     def _deliver_loop(self) -> None:
@@ -1011,13 +1222,14 @@ class SubscriptionManager:
         endpoint = delivery.endpoint
         body = dict(delivery.notification)
         accept = endpoint.get("accept", "application/json")
+        context = delivery.context
         if accept == "application/ld+json":
-            body["@context"] = CORE_CONTEXT_URL
+            body["@context"] = context.response_context() if context else CORE_CONTEXT_URL
         payload = orjson.dumps(body)
         headers = {"Content-Type": accept, "NGSILD-Tenant": delivery.tenant}
         if accept == "application/json":
-            headers["Link"] = f'<{CORE_CONTEXT_URL}>; rel="{JSONLD_CONTEXT_REL}"; ' \
-                              'type="application/ld+json"'
+            headers["Link"] = context.link_header() if context else \
+                f'<{CORE_CONTEXT_URL}>; rel="{JSONLD_CONTEXT_REL}"; type="application/ld+json"'
         for pair in endpoint.get("receiverInfo") or ():
             headers[pair["key"]] = pair["value"]
         uri = endpoint["uri"]
@@ -1063,6 +1275,8 @@ class SubscriptionManager:
             else:
                 delta["timesFailed"] += 1
                 delta["status"] = "failed"
+        # written at once, so a client that got a notification reads it in timesSent
+        self._write_status()
 
     def _write_status(self) -> None:
         """Add the delivery counters gathered since the last write to the store."""

@@ -22,7 +22,6 @@ from cityos.core import subscriptions as subs
 from cityos.core.errors import (
     AlreadyExists,
     BadRequestData,
-    OperationNotSupported,
     ResourceNotFound,
 )
 from cityos.core.store import open_store
@@ -129,7 +128,7 @@ def valid_body(**members) -> dict:
      "notification.endpoint.uri"),
     ({"notification": {"endpoint": {"uri": "mqtt://127.0.0.1:1883/a/#"}}},
      "notification.endpoint.uri"),
-    ({"notification": {"format": "concise", "endpoint": {"uri": "http://h/n"}}},
+    ({"notification": {"format": "verbose", "endpoint": {"uri": "http://h/n"}}},
      "notification.format"),
     ({"notification": {"endpoint": {"uri": "http://h/n", "accept": "text/plain"}}},
      "notification.endpoint.accept"),
@@ -153,9 +152,15 @@ def test_invalid_subscription_is_refused_naming_the_field(members, field):
     assert caught.value.detail.startswith(field), caught.value.detail
 
 
-def test_periodic_subscription_is_not_supported():
-    with pytest.raises(OperationNotSupported, match="timeInterval"):
-        subs.validate_subscription(valid_body(timeInterval=60))
+def test_periodic_subscription_is_checked():
+    assert subs.validate_subscription(valid_body(timeInterval=60))["timeInterval"] == 60
+    for members, field in (({"timeInterval": 0}, "timeInterval"),
+                           ({"timeInterval": True}, "timeInterval"),
+                           ({"timeInterval": 5, "watchedAttributes": ["speed"]},
+                            "timeInterval"),
+                           ({"timeInterval": 5, "throttling": 2}, "throttling")):
+        with pytest.raises(BadRequestData, match=f"^{field}"):
+            subs.validate_subscription(valid_body(**members))
 
 
 def test_validation_fills_defaults_and_normalises():
@@ -233,6 +238,35 @@ def test_stored_subscriptions_are_per_tenant(any_store):
     with pytest.raises(ResourceNotFound):
         subs.delete_subscription(store, "south", sub["id"])
     assert subs.get_subscription(store, "north", sub["id"])["id"] == sub["id"]
+
+
+# ====================================================================== periodic
+def test_periodic_subscription_notifies_every_time_interval(store, receiver):
+    """timeInterval: the selected entities every interval, changed or not, and no
+    notification on a change in between."""
+    notifier = subs.SubscriptionManager(store, settings())
+    notifier.periodic_tick_s = 3600.0  # the rounds are driven by the test's own ticks
+    notifier.start()
+    try:
+        store.create_entity(TENANT, vehicle(2, speed=70))
+        store.create_entity(TENANT, vehicle(1, speed=30))
+        store.create_entity(TENANT, vehicle(3, kind="Bus"))
+        subscribe(store, receiver.url(), timeInterval=10, q="speed>20",
+                  notification={"format": "keyValues", "attributes": ["speed"],
+                                "endpoint": {"uri": receiver.url()}})
+        notifier.notify_periodic(tick=100.0)
+        store.update_attributes(TENANT, "urn:ngsi-ld:Vehicle:1",
+                                {"speed": {"type": "Property", "value": 10}})
+        assert notifier.flush()
+        notifier.notify_periodic(tick=105.0)  # within the interval: nothing
+        notifier.notify_periodic(tick=110.0)
+        assert notifier.flush()
+    finally:
+        notifier.stop()
+    assert [[e["id"] for e in b["data"]] for b in receiver.delivered] == [
+        ["urn:ngsi-ld:Vehicle:1", "urn:ngsi-ld:Vehicle:2"], ["urn:ngsi-ld:Vehicle:2"]]
+    assert receiver.delivered[0]["data"][0] == {"id": "urn:ngsi-ld:Vehicle:1",
+                                                "type": "Vehicle", "speed": 30}
 
 
 # ====================================================================== matching
@@ -594,10 +628,15 @@ def test_api_rejects_bad_subscriptions(make_client):
     problem = _problem(client.post(f"{API}/subscriptions", json={"type": "Subscription"}),
                        400, "BadRequestData")
     assert "entities" in problem["detail"]
-    _problem(client.post(f"{API}/subscriptions",
-                         json={**body, "timeInterval": 10,
-                               "notification": {"endpoint": {"uri": "http://h/n"}}}),
-             422, "OperationNotSupported")
+    good = {**body, "notification": {"endpoint": {"uri": "http://h/n"}}}
+    problem = _problem(client.post(f"{API}/subscriptions",
+                                   json={**good, "jsonldContext": "unknownContext"}),
+                       400, "BadRequestData")
+    assert problem["detail"].startswith("jsonldContext")
+    problem = _problem(client.post(f"{API}/subscriptions", json={
+        **good, "jsonldContext": "https://contexts.example.org/not-held.jsonld"}),
+        504, "LdContextNotAvailable")
+    assert "not-held.jsonld" in problem["detail"]
 
 
 def test_api_notifies_on_entity_writes(make_client, receiver):

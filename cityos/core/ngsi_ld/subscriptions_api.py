@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from cityos.core import subscriptions as subs
+from cityos.core.ngsi_ld import versions
 from cityos.core.ngsi_ld.api import RESULTS_COUNT_HEADER, bool_param, page_params, respond
 from cityos.core.ngsi_ld.context import LdBody, LdContext, accept_json, link_context, read_body
+from cityos.core.ngsi_ld.ids import check_uri
 from cityos.core.tenancy import Caller, get_app_settings, get_store, require
 
 router = APIRouter(tags=["NGSI-LD subscriptions"])
@@ -39,8 +41,10 @@ def render_subscription(sub: dict, context: LdContext) -> dict:
     if "watchedAttributes" in out:
         out["watchedAttributes"] = [name(n) for n in out["watchedAttributes"]]
     notification = dict(out["notification"])
-    if "attributes" in notification:
-        notification["attributes"] = [name(n) for n in notification["attributes"]]
+    for member in ("attributes", "pick", "omit"):
+        if member in notification:
+            notification[member] = [n if n in ("id", "type") else name(n)
+                                    for n in notification[member]]
     out["notification"] = notification
     if "geoproperty" in out.get("geoQ", {}):
         out["geoQ"] = {**out["geoQ"], "geoproperty": name(out["geoQ"]["geoproperty"])}
@@ -79,13 +83,19 @@ def list_subscriptions(caller: Caller = Depends(require("viewer")), store=Depend
 
 
 @router.get("/subscriptions/{subscription_id}")
-def retrieve_subscription(subscription_id: str, caller: Caller = Depends(require("viewer")),
+def retrieve_subscription(subscription_id: str, request: Request,
+                          caller: Caller = Depends(require("viewer")),
                           store=Depends(get_store),
                           context: LdContext = Depends(link_context),
                           media: str = Depends(accept_json)) -> Response:
-    """One subscription with its notification status; 404 when it does not exist."""
+    """One subscription with its notification status; 400 for an id that is not a
+    URI, 404 when it does not exist. A version preference (``Prefer: ngsi-ld=1.0``)
+    is acknowledged and changes nothing: clause 4.3.6.8's fallbacks are for entities."""
+    check_uri(subscription_id, "subscriptionId")
     sub = subs.get_subscription(store, caller.tenant, subscription_id)
-    return respond(render_subscription(sub, context), media, context)
+    version = versions.preferred_version(request.headers.get("prefer"))
+    headers = {"Preference-Applied": versions.applied(version)} if version else None
+    return respond(render_subscription(sub, context), media, context, headers=headers)
 
 
 @router.patch("/subscriptions/{subscription_id}", status_code=204)
@@ -93,6 +103,7 @@ def update_subscription(subscription_id: str, caller: Caller = Depends(require("
                         store=Depends(get_store), settings=Depends(get_app_settings),
                         body: LdBody = Depends(read_body)) -> Response:
     """Merge a fragment into a subscription (``isActive: false`` pauses it)."""
+    check_uri(subscription_id, "subscriptionId")
     subs.update_subscription(store, caller.tenant, subscription_id, body.data, body.context,
                              max_q_length=settings.max_q_length)
     return Response(status_code=204)
@@ -102,5 +113,6 @@ def update_subscription(subscription_id: str, caller: Caller = Depends(require("
 def delete_subscription(subscription_id: str, caller: Caller = Depends(require("operator")),
                         store=Depends(get_store)) -> Response:
     """Delete a subscription; 404 when it does not exist."""
+    check_uri(subscription_id, "subscriptionId")
     subs.delete_subscription(store, caller.tenant, subscription_id)
     return Response(status_code=204)

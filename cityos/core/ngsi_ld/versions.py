@@ -19,7 +19,8 @@ NATIVE = (1, 9)
 _INTRODUCED = {"VocabProperty": ((1, 8), "Property"), "JsonProperty": ((1, 8), "Property"),
                "ListProperty": ((1, 8), "Property"),
                "ListRelationship": ((1, 8), "Relationship")}
-_PREFER = re.compile(r"(?:^|[,;\s])ngsi-ld\s*=\s*\"?(\d+)\.(\d+)\"?")
+#: RFC 7240: preference names are case-insensitive, values may be quoted
+_PREFER = re.compile(r"(?:^|[,;\s])ngsi-ld\s*=\s*\"?(\d+)\.(\d+)\"?", re.IGNORECASE)
 
 
 def preferred_version(header: str | None) -> tuple[int, int] | None:
