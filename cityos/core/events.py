@@ -29,6 +29,9 @@ class EntityEvent:
         Names of the attributes written or removed by the operation.
     entity : dict or None
         The entity (canonical form) after the change; None when deleted.
+    previous : dict or None
+        The entity before the change; None when created (or not known). Notifications
+        show deleted attributes and, with ``showChanges``, previous values from it.
     """
 
     tenant: str
@@ -37,6 +40,7 @@ class EntityEvent:
     entity_type: str | list[str]
     changed: list[str] = field(default_factory=list)
     entity: dict | None = None
+    previous: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -16,6 +16,7 @@ sent when the process stops is lost (NGSI-LD notifications are best effort).
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import logging
@@ -44,6 +45,7 @@ from cityos.core.errors import (
     ResourceNotFound,
 )
 from cityos.core.events import EntityEvent
+from cityos.core.ngsi_ld.changes import change_kinds, deleted_entity, with_changes
 from cityos.core.ngsi_ld.context import CORE_CONTEXT_URL, JSONLD_CONTEXT_REL
 from cityos.core.ngsi_ld.ids import check_uri, uri_problem
 from cityos.core.store.base import StoredEntity
@@ -108,7 +110,7 @@ def validate_subscription(body: Any, context: Any = None, *, max_q_length: int =
     -------
     dict
         ``id``, ``type`` and the members given, checked and normalised: ``q`` as its
-        canonical text, ``isActive`` (default true), ``notification.format``
+        canonical text, ``isActive`` (when given; true if not), ``notification.format``
         (default ``normalized``), ``expiresAt`` in UTC.
 
     Raises
@@ -181,10 +183,10 @@ def validate_subscription(body: Any, context: Any = None, *, max_q_length: int =
         if expires <= (now or now_utc()):
             raise BadRequestData(f"expiresAt: {body['expiresAt']!r} is not in the future")
         sub["expiresAt"] = format_datetime(expires)
-    active = body.get("isActive", True)
-    if not isinstance(active, bool):
-        raise BadRequestData(f"isActive: {active!r} is not true or false")
-    sub["isActive"] = active
+    if body.get("isActive") is not None:  # shown only when given; true by default
+        if not isinstance(body["isActive"], bool):
+            raise BadRequestData(f"isActive: {body['isActive']!r} is not true or false")
+        sub["isActive"] = body["isActive"]
     return sub
 
 
@@ -654,9 +656,13 @@ class _Compiled:
         elif event.kind == "created":
             if "entityCreated" not in triggers and "attributeCreated" not in triggers:
                 return False
-        elif not {"entityUpdated", "attributeUpdated", "attributeCreated",
-                  "attributeDeleted"} & set(triggers):
-            return False
+        elif "entityUpdated" not in triggers:
+            if event.previous is None:  # not known: any attribute trigger will do
+                kinds = {"attributeUpdated", "attributeCreated", "attributeDeleted"}
+            else:
+                kinds = change_kinds(event.entity, event.previous, event.changed)
+            if not kinds & set(triggers):
+                return False
         if not self._selects(event):
             return False
         watched = self.doc.get("watchedAttributes")
@@ -757,16 +763,21 @@ def notification_data(sub: dict, event: EntityEvent, now_text: str,
     """The entity of a notification in the subscription's representation (deleted
     entities carry ``deletedAt``). ``record`` gives the system times for ``sysAttrs``."""
     renderer = renderer or notification_renderer(sub)
+    show_changes = bool((sub.get("notification") or {}).get("showChanges"))
     entity = event.entity
     if entity is None:
-        from cityos.core.ngsi_ld.context import compact_entity
+        gone = deleted_entity(event.entity_id, event.entity_type, event.previous, now_text,
+                              show_changes=show_changes)
+        return _without_times(renderer).render(StoredEntity(gone, 0, 0))
+    entity = with_changes(entity, event.previous, event.changed, show_changes=show_changes)
+    if record is None:
+        return _without_times(renderer).render(StoredEntity(entity, 0, 0))
+    return renderer.render(StoredEntity(entity, record.created_us, record.modified_us))
 
-        return compact_entity({"id": event.entity_id, "type": event.entity_type,
-                               "deletedAt": now_text}, renderer.context)
-    if record is None or record.entity is not entity:
-        record = StoredEntity(entity, record.created_us if record else 0,
-                              record.modified_us if record else 0)
-    return renderer.render(record)
+
+def _without_times(renderer: Any) -> Any:
+    """The renderer without ``sysAttrs``, for an entity whose times are not known."""
+    return dataclasses.replace(renderer, sys_attrs=False) if renderer.sys_attrs else renderer
 
 
 def build_notification(sub: dict, entities: list[dict], now_text: str) -> dict:

@@ -176,7 +176,7 @@ def test_validation_fills_defaults_and_normalises():
     assert sub["subscriptionName"] == "fast cars"
     assert sub["notification"]["format"] == "normalized"
     assert sub["notification"]["endpoint"]["accept"] == "application/json"
-    assert sub["isActive"] is True
+    assert "isActive" not in sub and subs.subscription_state(sub) == "active"  # default
     only_watched = subs.validate_subscription({"watchedAttributes": ["speed"],
                                               "notification": valid_body()["notification"]})
     assert "entities" not in only_watched
@@ -428,6 +428,42 @@ def test_deletions_notify_only_when_asked(store, manager, receiver):
     [data] = request["body"]["data"]
     assert (data["id"], data["type"]) == ("urn:ngsi-ld:Vehicle:1", "Vehicle")
     parse_datetime(data["deletedAt"])
+
+
+def test_deleted_entity_shows_its_attributes_as_ngsi_ld_null(store, manager, receiver):
+    store.create_entity(TENANT, vehicle(1, speed=40))
+    subscribe(store, receiver.url(), notificationTrigger=["entityDeleted"],
+              notification={"showChanges": True, "attributes": ["speed"],
+                            "endpoint": {"uri": receiver.url()}})
+    store.delete_entity(TENANT, "urn:ngsi-ld:Vehicle:1")
+    assert manager.flush()
+    [data] = receiver.delivered[0]["data"]
+    assert data["speed"] == {"type": "Property", "value": "urn:ngsi-ld:null",
+                             "previousValue": 40}
+    assert "location" not in data  # notification.attributes still applies
+
+
+def test_attribute_triggers_follow_what_the_change_did(store, manager, receiver):
+    """attributeDeleted fires on a removal only, with the attribute as the NGSI-LD
+    Null; attributeUpdated with showChanges carries the previous value."""
+    store.create_entity(TENANT, vehicle(1, speed=40, driver={
+        "type": "Relationship", "object": "urn:ngsi-ld:Person:7"}))
+    subscribe(store, receiver.url("/deleted"), notificationTrigger=["attributeDeleted"],
+              notification={"format": "keyValues", "endpoint": {"uri": receiver.url("/deleted")}})
+    subscribe(store, receiver.url("/updated"), notificationTrigger=["attributeUpdated"],
+              notification={"showChanges": True, "endpoint": {"uri": receiver.url("/updated")}})
+    store.update_attributes(TENANT, "urn:ngsi-ld:Vehicle:1",
+                            {"speed": {"type": "Property", "value": 55}})
+    assert manager.flush()
+    store.delete_attribute(TENANT, "urn:ngsi-ld:Vehicle:1", "driver")
+    assert manager.flush()
+    by_path = {}
+    for request in receiver.requests:
+        by_path.setdefault(request["path"], []).append(request["body"]["data"][0])
+    assert [d["speed"] for d in by_path["/updated"]] == [
+        {"type": "Property", "value": 55, "previousValue": 40}]
+    [deleted] = by_path["/deleted"]
+    assert deleted["driver"] == "urn:ngsi-ld:null" and deleted["speed"] == 55
 
 
 def test_tenants_never_trigger_each_others_subscriptions(store, manager, receiver):

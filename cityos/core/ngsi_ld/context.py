@@ -134,6 +134,9 @@ _INSTANCE_KEYWORDS = frozenset({
     "type", "value", "object", "languageMap", "observedAt", "unitCode", "datasetId",
     "createdAt", "modifiedAt", "instanceId", "lang", "objectType", "@context",
     "values", "objects", "languageMaps", "expiresAt",
+    # in notifications (showChanges)
+    "previousValue", "previousObject", "previousLanguageMap", "previousJson",
+    "previousVocab", "previousValueList", "previousObjectList",
 })
 _ENTITY_KEYWORDS = frozenset({"id", "type", "scope", "@context", "createdAt", "modifiedAt",
                               "deletedAt", "expiresAt"})

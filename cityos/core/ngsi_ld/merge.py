@@ -317,7 +317,7 @@ def apply_to_record(store: ContextStore, tx, entity_id: str, fragment: dict, mod
     if result.updated or typed:  # nothing changed: the record and its modifiedAt stay
         store._save(tx, record, entity, now, created=False, written=written)
     return result, EntityEvent(tx_tenant(tx), "updated", entity_id, entity["type"],
-                               list(result.updated), entity)
+                               list(result.updated), entity, record.entity)
 
 
 def check_scope(scope: Any) -> list[str]:
@@ -357,7 +357,7 @@ def patch_attribute(store: ContextStore, tenant: str, entity_id: str, name: str,
         written = partial_update(entity, name, fragment)
         store._save(tx, record, entity, now, created=False, written=written)
         return None, EntityEvent(tx_tenant(tx), "updated", entity_id, entity["type"],
-                                 [name], entity)
+                                 [name], entity, record.entity)
 
     store._single(tenant, {"id": entity_id}, apply)
 
@@ -387,7 +387,7 @@ def replace_attribute(store: ContextStore, tenant: str, entity_id: str, name: st
         _put_instance(entity, name, new, dataset)
         store._save(tx, record, entity, now, created=False, written={name: [new]})
         return None, EntityEvent(tx_tenant(tx), "updated", entity_id, entity["type"],
-                                 [name], entity)
+                                 [name], entity, record.entity)
 
     store._single(tenant, {"id": entity_id}, apply)
 

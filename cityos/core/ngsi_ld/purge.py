@@ -38,7 +38,8 @@ def purge(store: ContextStore, tenant: str, query: EntityQuery, *,
             if keep is None and drop is None:
                 tx.delete(entity_id)
                 events.append(EntityEvent(tx_tenant(tx), "deleted", entity_id,
-                                          entity["type"], attribute_names(entity), None))
+                                          entity["type"], attribute_names(entity), None,
+                                          entity))
                 continue
             names = attribute_names(entity)
             gone = [n for n in names if (n not in keep if keep is not None else n in drop)]
@@ -47,6 +48,6 @@ def purge(store: ContextStore, tenant: str, query: EntityQuery, *,
             kept = {k: v for k, v in entity.items() if k not in gone}
             store._save(tx, record, kept, now, created=False, written={})
             events.append(EntityEvent(tx_tenant(tx), "updated", entity_id, entity["type"],
-                                      gone, kept))
+                                      gone, kept, entity))
     store._publish(events)
     return len(events)

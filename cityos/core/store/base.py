@@ -277,7 +277,8 @@ class ContextStore(ABC):
                 result.success.append(entity_id)
                 events.append(EntityEvent(tenant, "deleted", entity_id,
                                           record.entity["type"],
-                                          attribute_names(record.entity), None))
+                                          attribute_names(record.entity), None,
+                                          record.entity))
         self._publish(events)
         return result
 
@@ -311,7 +312,7 @@ class ContextStore(ABC):
 
         def apply(tx, body, now):
             record = self._existing(tx, entity_id)
-            entity = record.entity
+            entity = dict(record.entity)  # the record's stays the previous state
             if name not in entity:
                 raise ResourceNotFound(f"entity {entity_id} has no attribute {name}")
             dataset = fragment.get("datasetId", DEFAULT_DATASET)
@@ -329,7 +330,7 @@ class ContextStore(ABC):
                                        f"with datasetId {dataset}")
             entity[name] = instances[0] if len(instances) == 1 else instances
             self._save(tx, record, entity, now, created=False, written={name: [instances[index]]})
-            return None, _updated_event(tx, entity, [name])
+            return None, _updated_event(tx, entity, [name], record.entity)
 
         self._single(tenant, {"id": entity_id}, apply)
 
@@ -338,7 +339,7 @@ class ContextStore(ABC):
         """Remove an attribute, one instance of it, or all its instances."""
         def apply(tx, body, now):
             record = self._existing(tx, entity_id)
-            entity = record.entity
+            entity = dict(record.entity)  # the record's stays the previous state
             if name not in entity:
                 raise ResourceNotFound(f"entity {entity_id} has no attribute {name}")
             if delete_all:
@@ -355,7 +356,7 @@ class ContextStore(ABC):
                 else:
                     del entity[name]
             self._save(tx, record, entity, now, created=False, written={})
-            return None, _updated_event(tx, entity, [name])
+            return None, _updated_event(tx, entity, [name], record.entity)
 
         self._single(tenant, {"id": entity_id}, apply)
 
@@ -554,7 +555,8 @@ class ContextStore(ABC):
                 k: v for k, v in entity.items() if k != "id"}}
         self._save(tx, record, entity, now, created=False, written=_all_instances(entity))
         changed = sorted(set(attribute_names(entity)) | set(attribute_names(record.entity)))
-        return EntityEvent(tx_tenant(tx), "updated", entity["id"], entity["type"], changed, entity)
+        return EntityEvent(tx_tenant(tx), "updated", entity["id"], entity["type"], changed, entity,
+                           record.entity)
 
     def _apply_replace_or_create(self, tx, body, now):
         entity_id = body.get("id") if isinstance(body, dict) else None
@@ -615,7 +617,7 @@ class ContextStore(ABC):
                         row.entity_type = first_type
                         rows.append(row)
             self._save(tx, record, entity, now, created=False, written=written, rows=rows)
-        return result, _updated_event(tx, entity, result.updated)
+        return result, _updated_event(tx, entity, result.updated, record.entity)
 
     def _apply_update(self, tx, body, now):
         record = self._existing(tx, body["id"])
@@ -638,12 +640,13 @@ class ContextStore(ABC):
             result.updated.append(name)
         if written:  # nothing written: leave the record and its modifiedAt alone
             self._save(tx, record, entity, now, created=False, written=written)
-        return result, _updated_event(tx, entity, result.updated)
+        return result, _updated_event(tx, entity, result.updated, record.entity)
 
 
-def _updated_event(tx: StoreTransaction, entity: dict, changed: list[str]) -> EntityEvent:
+def _updated_event(tx: StoreTransaction, entity: dict, changed: list[str],
+                   previous: dict | None) -> EntityEvent:
     return EntityEvent(tx_tenant(tx), "updated", entity["id"], entity["type"], list(changed),
-                       entity)
+                       entity, previous)
 
 
 def tx_tenant(tx: StoreTransaction) -> str:
