@@ -35,6 +35,7 @@ import orjson
 from cityos.core.clock import now as clock_now
 from cityos.core.entities import (
     check_attribute_name,
+    entity_types,
     is_uri,
 )
 from cityos.core.errors import (
@@ -47,6 +48,11 @@ from cityos.core.errors import (
 from cityos.core.events import EntityEvent
 from cityos.core.ngsi_ld.changes import change_kinds, deleted_entity, with_changes
 from cityos.core.ngsi_ld.context import CORE_CONTEXT_URL, JSONLD_CONTEXT_REL
+from cityos.core.ngsi_ld.entity_filters import (
+    is_type_expression,
+    rename_type_expression,
+    types_match,
+)
 from cityos.core.ngsi_ld.ids import check_uri, uri_problem
 from cityos.core.store.base import StoredEntity
 from cityos.core.timefmt import format_datetime, now_utc, parse_datetime
@@ -198,9 +204,10 @@ def canonical_subscription(body: dict, context: Any, *, max_q_length: int = 4096
     rename = context.to_canonical
     out = dict(body)
     if isinstance(out.get("entities"), list):
-        out["entities"] = [{**e, "type": rename(e["type"])}
+        out["entities"] = [{**e, "type": rename_type_expression(e["type"], rename,
+                                                                f"entities[{i}].type")}
                            if isinstance(e, dict) and isinstance(e.get("type"), str) else e
-                           for e in out["entities"]]
+                           for i, e in enumerate(out["entities"])]
     if isinstance(out.get("watchedAttributes"), list):
         out["watchedAttributes"] = [rename(n) if isinstance(n, str) and n else n
                                     for n in out["watchedAttributes"]]
@@ -285,9 +292,10 @@ def _entity_selectors(value: Any) -> list[dict]:
         if not isinstance(item, dict):
             raise BadRequestData(f"{where}: expected an object with type, id or idPattern")
         kind = item.get("type")
-        if (not isinstance(kind, str) or not kind or not kind.isprintable()
-                or any(c in kind for c in " ;,()|")):
+        if not isinstance(kind, str) or not kind or not kind.isprintable() or " " in kind:
             raise BadRequestData(f"{where}.type: {kind!r} is not an entity type")
+        if is_type_expression(kind):  # clause 4.17: (A|B);C ... checked, kept as written
+            rename_type_expression(kind, str, f"{where}.type")
         selector = {"type": kind}
         if item.get("id") is not None:
             check_uri(item["id"], f"{where}.id")
@@ -685,7 +693,7 @@ class _Compiled:
         types = event.entity_type if isinstance(event.entity_type, list) \
             else [event.entity_type]
         for selector, pattern in zip(selectors, self.patterns, strict=True):
-            if selector["type"] not in types:
+            if not types_match(selector["type"], types):
                 continue
             if "id" in selector:
                 if selector["id"] == event.entity_id:
@@ -707,11 +715,15 @@ def periodic_entities(store, sub: _Compiled) -> list[StoredEntity]:
     selectors = sub.doc.get("entities") or [{}]
     patterns = sub.patterns or [None]
     for selector, pattern in zip(selectors, patterns, strict=True):
+        kind = selector.get("type")
         for record in store.scan(sub.tenant,
-                                 types=[selector["type"]] if "type" in selector else None,
+                                 types=[kind] if kind and not is_type_expression(kind)
+                                 else None,
                                  ids=[selector["id"]] if "id" in selector else None,
                                  id_pattern=selector.get("idPattern")):
             if pattern is not None and not pattern.fullmatch(record.id):
+                continue
+            if kind and not types_match(kind, entity_types(record.entity)):
                 continue
             if sub.q is not None and not q_matches(sub.q, record.entity):
                 continue
@@ -1215,6 +1227,7 @@ class SubscriptionManager:
         except DeliveryError as error:
             delivery.last_failure_text = now_text
             delivery.last_error = str(error)
+            self._record_failed_attempt(delivery, now_text)
             if error.retry and delivery.attempt <= self.retries and \
                     not self._stopping.is_set():
                 delay = self.backoff_s * 2 ** (delivery.attempt - 1)
@@ -1234,8 +1247,10 @@ class SubscriptionManager:
         body = dict(delivery.notification)
         accept = endpoint.get("accept", "application/json")
         context = delivery.context
-        if accept == "application/ld+json":
-            body["@context"] = context.response_context() if context else CORE_CONTEXT_URL
+        if accept == "application/ld+json":  # the context in the body and in each entity
+            ld = context.response_context() if context else CORE_CONTEXT_URL
+            body["@context"] = ld
+            body["data"] = [{**e, "@context": ld} for e in body.get("data", [])]
         payload = orjson.dumps(body)
         headers = {"Content-Type": accept, "NGSILD-Tenant": delivery.tenant}
         if accept == "application/json":
@@ -1270,6 +1285,17 @@ class SubscriptionManager:
         # NGSI-LD MQTT binding: the HTTP headers travel as "metadata" next to the "body"
         payload = orjson.dumps({"metadata": metadata, "body": body})
         self._mqtt.publish(target, payload, int(qos), self.timeout_s)
+
+    def _record_failed_attempt(self, delivery: _Delivery, now_text: str) -> None:
+        """Show a failed attempt at once (``status: failed``, ``lastFailure``), while
+        the delivery may still be retried; the counters move when it is settled."""
+        key = (delivery.tenant, delivery.subscription_id)
+        with self._status_lock:
+            delta = self._status.setdefault(key, {"timesSent": 0, "timesFailed": 0})
+            delta.update(status="failed", lastFailure=now_text,
+                         lastFailureReason=delivery.last_error,
+                         lastNotification=delivery.first_attempt_text)
+        self._write_status()
 
     def _record(self, delivery: _Delivery, *, ok: bool, now_text: str) -> None:
         key = (delivery.tenant, delivery.subscription_id)

@@ -289,6 +289,25 @@ def test_id_pattern_and_id_select(store, manager, receiver):
     assert sorted(notified_ids(receiver)) == ["urn:ngsi-ld:Bus:7", "urn:ngsi-ld:Vehicle:A1"]
 
 
+def test_entity_type_expressions_select(store, manager, receiver):
+    """Clause 4.17 in a selector: ``(A|B)`` either type, ``A;B`` both."""
+    subscribe(store, receiver.url("/either"), entities=[{"type": "(Vehicle|Bus)"}])
+    subscribe(store, receiver.url("/both"), entities=[{"type": "Vehicle;Bus"}])
+    store.create_entity(TENANT, vehicle(1))
+    store.create_entity(TENANT, vehicle(2, kind="Bus"))
+    store.create_entity(TENANT, {**vehicle(3, kind="Bus"), "type": ["Bus", "Vehicle"]})
+    store.create_entity(TENANT, vehicle(4, kind="Tram"))
+    assert manager.flush()
+    paths: dict[str, list[str]] = {}
+    for request in receiver.requests:
+        paths.setdefault(request["path"], []).append(request["body"]["data"][0]["id"])
+    assert sorted(paths["/either"]) == ["urn:ngsi-ld:Bus:2", "urn:ngsi-ld:Bus:3",
+                                        "urn:ngsi-ld:Vehicle:1"]
+    assert paths["/both"] == ["urn:ngsi-ld:Bus:3"]
+    with pytest.raises(BadRequestData, match=r"^entities\[0\]\.type"):
+        subscribe(store, receiver.url(), entities=[{"type": "(Vehicle|Bus"}])
+
+
 def test_watched_attributes(store, manager, receiver):
     store.create_entity(TENANT, vehicle(1, fuel={"type": "Property", "value": 40}))
     subscribe(store, receiver.url(), watchedAttributes=["speed"])

@@ -219,9 +219,23 @@ def respond(content: Any, media: str, context: LdContext, status: int = 200,
         elif isinstance(content, dict):
             content = {**content, "@context": ld}
     else:
-        headers["Link"] = context.link_header()
+        links = headers.get("Link")  # pagination links stay beside the context's
+        headers["Link"] = context.link_header() + (f", {links}" if links else "")
     return Response(orjson.dumps(content), status_code=status, headers=headers,
                     media_type=media)
+
+
+def page_links(path: str, page: int, start: int, total: int, media: str) -> str | None:
+    """The ``Link`` header's ``prev`` / ``next`` pages of a listing (clause 5.5.9),
+    or None when there is only one page."""
+    links = []
+    if start > 0 and page > 0:
+        links.append(f'<{path}?limit={page}&offset={max(0, start - page)}>; rel="prev"; '
+                     f'type="{media}"')
+    if page > 0 and start + page < total:
+        links.append(f'<{path}?limit={page}&offset={start + page}>; rel="next"; '
+                     f'type="{media}"')
+    return ", ".join(links) or None
 
 
 def update_response(result: UpdateResult, context: LdContext) -> Response:

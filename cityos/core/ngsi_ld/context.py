@@ -366,13 +366,24 @@ def resolve_context(source: Any, *, link_url: str | None = None) -> LdContext:
     _apply(source, terms, vocab, depth=0, seen=set())
     terms.update(CORE_CONTEXT)  # the core context is protected: its terms always win
     context = LdContext(terms, vocab[0], source=source,
-                        link_url=link_url or (source if isinstance(source, str)
-                                              else CORE_CONTEXT_URL))
+                        link_url=link_url or _link_url(source))
     with _resolved_lock:
         _resolved[key] = context
         if len(_resolved) > _RESOLVED_LIMIT:
             _resolved.popitem(last=False)
     return context
+
+
+def _link_url(source: Any) -> str:
+    """The one URL a ``Link`` header can name for a context: the context's own URL, or
+    the one URL besides the core context in a list; else the core context."""
+    if isinstance(source, str):
+        return source
+    if isinstance(source, list):
+        urls = [s for s in source if not (isinstance(s, str) and s in CORE_CONTEXT_URLS)]
+        if len(urls) == 1 and isinstance(urls[0], str):
+            return urls[0]
+    return CORE_CONTEXT_URL
 
 
 def _apply(source: Any, terms: dict[str, str], vocab: list[str], *, depth: int,

@@ -96,6 +96,17 @@ def rename(tree: Expr, name: Callable[[str], str]) -> Expr:
     return (tree[0], [rename(part, name) for part in tree[1]])
 
 
+def to_text(tree: Expr) -> str:
+    """The expression written back (``,`` for OR, ``;`` for AND, parentheses where an
+    OR sits inside an AND)."""
+    kind, value = tree
+    if kind == "item":
+        return value
+    if kind == "and":
+        return ";".join(f"({to_text(p)})" if p[0] == "or" else to_text(p) for p in value)
+    return ",".join(to_text(p) for p in value)
+
+
 # ------------------------------------------------------------------------ types
 _TYPE_ITEM = re.compile(r"[^\s,;|()]+")
 
@@ -135,6 +146,32 @@ def parse_types(text: str | None, to_canonical: Callable[[str], str],
         raise BadRequestData(f"{field}: '*' selects every type and stands alone")
     only_or = tree[0] == "item" or (tree[0] == "or" and all(p[0] == "item" for p in tree[1]))
     return TypeSelection(names, None if only_or else tree)
+
+
+def is_type_expression(text: str) -> bool:
+    """True when ``text`` is more than one type name (it has ``,;|()``)."""
+    return any(c in text for c in ",;|()")
+
+
+def rename_type_expression(text: str, name: Callable[[str], str],
+                           field: str = "type") -> str:
+    """A type name or expression with each type renamed, written back as text.
+
+    Raises
+    ------
+    BadRequestData
+        For a malformed expression, naming ``field``.
+    """
+    if not is_type_expression(text):
+        return name(text)
+    return to_text(rename(parse_boolean(text, field, _TYPE_ITEM), name))
+
+
+def types_match(text: str, types: list[str]) -> bool:
+    """True when an entity with ``types`` satisfies the type name or expression."""
+    if not is_type_expression(text):
+        return text in types
+    return evaluate(parse_boolean(text, "type", _TYPE_ITEM), set(types).__contains__)
 
 
 # ----------------------------------------------------------------------- scopes

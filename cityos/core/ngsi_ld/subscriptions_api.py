@@ -15,8 +15,15 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from cityos.core import subscriptions as subs
 from cityos.core.ngsi_ld import versions
-from cityos.core.ngsi_ld.api import RESULTS_COUNT_HEADER, bool_param, page_params, respond
+from cityos.core.ngsi_ld.api import (
+    RESULTS_COUNT_HEADER,
+    bool_param,
+    page_links,
+    page_params,
+    respond,
+)
 from cityos.core.ngsi_ld.context import LdBody, LdContext, accept_json, link_context, read_body
+from cityos.core.ngsi_ld.entity_filters import rename_type_expression
 from cityos.core.ngsi_ld.ids import check_uri
 from cityos.core.tenancy import Caller, get_app_settings, get_store, require
 
@@ -30,14 +37,18 @@ def location_of(subscription_id: str) -> str:
     return SUBSCRIPTIONS_PATH + quote(subscription_id, safe=":@!$&'()*+,;=-._~")
 
 
-def render_subscription(sub: dict, context: LdContext) -> dict:
-    """A stored subscription with its names in the client's ``@context``."""
+def render_subscription(sub: dict, context: LdContext, *, sys_attrs: bool = False) -> dict:
+    """A stored subscription with its names in the client's ``@context``; its system
+    times (``createdAt``, ``modifiedAt``) only with ``sys_attrs``."""
+    if not sys_attrs:
+        sub = {k: v for k, v in sub.items() if k not in ("createdAt", "modifiedAt")}
     if context.is_core:
         return sub
     name = context.from_canonical
     out = dict(sub)
     if "entities" in out:
-        out["entities"] = [{**e, "type": name(e["type"])} for e in out["entities"]]
+        out["entities"] = [{**e, "type": rename_type_expression(e["type"], name)}
+                           for e in out["entities"]]
     if "watchedAttributes" in out:
         out["watchedAttributes"] = [name(n) for n in out["watchedAttributes"]]
     notification = dict(out["notification"])
@@ -70,16 +81,27 @@ def list_subscriptions(caller: Caller = Depends(require("viewer")), store=Depend
                        settings=Depends(get_app_settings),
                        context: LdContext = Depends(link_context),
                        media: str = Depends(accept_json), limit: str | None = None,
-                       offset: str | None = None, count: str | None = None) -> Response:
-    """The tenant's subscriptions, one page (``limit``/``offset``); ``count=true`` adds
-    the ``NGSILD-Results-Count`` header."""
+                       offset: str | None = None, count: str | None = None,
+                       options: str | None = None) -> Response:
+    """The tenant's subscriptions, one page (``limit``/``offset``) with ``prev`` /
+    ``next`` links; ``count=true`` adds the ``NGSILD-Results-Count`` header;
+    ``options=sysAttrs`` adds ``createdAt`` / ``modifiedAt``."""
     counting = bool_param(count, "count")
     page, start = page_params(settings, limit, offset, counting)
+    sys_attrs = _sys_attrs(options)
     found = subs.list_subscriptions(store, caller.tenant, page, start) if page else []
-    headers = {RESULTS_COUNT_HEADER: str(subs.count_subscriptions(store, caller.tenant))} \
-        if counting else None
-    return respond([render_subscription(s, context) for s in found], media, context,
-                   headers=headers)
+    total = subs.count_subscriptions(store, caller.tenant)
+    headers = {RESULTS_COUNT_HEADER: str(total)} if counting else {}
+    links = page_links(SUBSCRIPTIONS_PATH.rstrip("/"), page, start, total, media)
+    if links:
+        headers["Link"] = links
+    return respond([render_subscription(s, context, sys_attrs=sys_attrs) for s in found],
+                   media, context, headers=headers)
+
+
+def _sys_attrs(options: str | None) -> bool:
+    """``options=sysAttrs``: show the subscription's ``createdAt`` / ``modifiedAt``."""
+    return "sysAttrs" in (options or "").split(",")
 
 
 @router.get("/subscriptions/{subscription_id}")
@@ -87,7 +109,8 @@ def retrieve_subscription(subscription_id: str, request: Request,
                           caller: Caller = Depends(require("viewer")),
                           store=Depends(get_store),
                           context: LdContext = Depends(link_context),
-                          media: str = Depends(accept_json)) -> Response:
+                          media: str = Depends(accept_json),
+                          options: str | None = None) -> Response:
     """One subscription with its notification status; 400 for an id that is not a
     URI, 404 when it does not exist. A version preference (``Prefer: ngsi-ld=1.0``)
     is acknowledged and changes nothing: clause 4.3.6.8's fallbacks are for entities."""
@@ -95,7 +118,8 @@ def retrieve_subscription(subscription_id: str, request: Request,
     sub = subs.get_subscription(store, caller.tenant, subscription_id)
     version = versions.preferred_version(request.headers.get("prefer"))
     headers = {"Preference-Applied": versions.applied(version)} if version else None
-    return respond(render_subscription(sub, context), media, context, headers=headers)
+    return respond(render_subscription(sub, context, sys_attrs=_sys_attrs(options)), media,
+                   context, headers=headers)
 
 
 @router.patch("/subscriptions/{subscription_id}", status_code=204)
