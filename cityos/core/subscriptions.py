@@ -34,6 +34,7 @@ import orjson
 
 from cityos.core.clock import now as clock_now
 from cityos.core.entities import (
+    RESERVED_KEYS,
     check_attribute_name,
     entity_types,
     is_uri,
@@ -529,8 +530,8 @@ def update_subscription(store, tenant: str, subscription_id: str, fragment: Any,
                         context: Any = None, *, max_q_length: int = 4096) -> dict:
     """Merge ``fragment`` into a subscription (PATCH) and return the result.
 
-    Top-level members replace the stored ones; ``notification`` is merged one level
-    deep (its ``endpoint`` is replaced whole); a member set to ``null`` is removed.
+    Top-level members replace the stored ones whole (``notification`` too, so it
+    must carry its ``endpoint``); a member set to ``null`` is removed.
     The merged subscription is validated as a whole.
     """
     if not isinstance(fragment, dict):
@@ -552,15 +553,10 @@ def update_subscription(store, tenant: str, subscription_id: str, fragment: Any,
             continue  # the notifier's to keep
         if value is None:
             merged.pop(key, None)
-        elif key == "notification" and isinstance(value, dict) and \
-                isinstance(merged.get("notification"), dict):
-            notification = dict(merged["notification"])
-            for sub_key, sub_value in value.items():
-                if sub_value is None:
-                    notification.pop(sub_key, None)
-                elif sub_key not in _STATUS_MEMBERS:
-                    notification[sub_key] = sub_value
-            merged["notification"] = notification
+        elif key == "notification" and isinstance(value, dict):
+            # clause 5.8.2: a member is replaced whole, so it must bring its endpoint
+            merged["notification"] = {k: v for k, v in value.items()
+                                      if k not in _STATUS_MEMBERS and v is not None}
         else:
             merged[key] = value
     merged["id"] = subscription_id
@@ -658,8 +654,8 @@ class _Compiled:
     def matches(self, event: EntityEvent) -> bool:
         """True when ``event`` is one this subscription asks to hear about."""
         triggers = self.doc.get("notificationTrigger") or DEFAULT_TRIGGERS
-        if event.kind == "deleted":
-            if "entityDeleted" not in triggers:
+        if event.kind == "deleted":  # deleting an entity deletes its attributes too
+            if "entityDeleted" not in triggers and "attributeDeleted" not in triggers:
                 return False
         elif event.kind == "created":
             if "entityCreated" not in triggers and "attributeCreated" not in triggers:
@@ -761,12 +757,20 @@ def notification_renderer(sub: dict, context: Any = None):
 
     notification = sub.get("notification") or {}
     datasets = sub.get("datasetId")
-    return Renderer(context or subscription_context(sub),
-                    form=_FORMS.get(notification.get("format"), "normalized"),
+    context = context or subscription_context(sub)
+
+    def projection(member: str):
+        # stored canonical; projected on the rendered entity, whose names are the context's
+        names = notification.get(member)
+        if names is None:
+            return None
+        return parse_projection([n if n in ("id", "type") else context.from_canonical(n)
+                                 for n in names], f"notification.{member}")
+
+    return Renderer(context, form=_FORMS.get(notification.get("format"), "normalized"),
                     sys_attrs=bool(notification.get("sysAttrs")),
                     attrs=notification.get("attributes"),
-                    pick=parse_projection(notification.get("pick"), "notification.pick"),
-                    omit=parse_projection(notification.get("omit"), "notification.omit"),
+                    pick=projection("pick"), omit=projection("omit"),
                     dataset_ids=set(datasets) if datasets else None)
 
 
@@ -775,13 +779,21 @@ def notification_data(sub: dict, event: EntityEvent, now_text: str,
     """The entity of a notification in the subscription's representation (deleted
     entities carry ``deletedAt``). ``record`` gives the system times for ``sysAttrs``."""
     renderer = renderer or notification_renderer(sub)
-    show_changes = bool((sub.get("notification") or {}).get("showChanges"))
+    notification = sub.get("notification") or {}
+    show_changes = bool(notification.get("showChanges"))
     entity = event.entity
     if entity is None:
+        shown = notification.get("attributes")
+        triggers = sub.get("notificationTrigger") or DEFAULT_TRIGGERS
+        if not shown and "entityDeleted" not in triggers:  # attributeDeleted: which ones
+            shown = sub.get("watchedAttributes") or [
+                n for n in (event.previous or {}) if n not in RESERVED_KEYS]
         gone = deleted_entity(event.entity_id, event.entity_type, event.previous, now_text,
-                              show_changes=show_changes)
+                              show_changes=show_changes, attributes=shown,
+                              sys_attrs=renderer.sys_attrs)
         return _without_times(renderer).render(StoredEntity(gone, 0, 0))
-    entity = with_changes(entity, event.previous, event.changed, show_changes=show_changes)
+    entity = with_changes(entity, event.previous, event.changed, show_changes=show_changes,
+                          deleted_at=now_text if renderer.sys_attrs else None)
     if record is None:
         return _without_times(renderer).render(StoredEntity(entity, 0, 0))
     return renderer.render(StoredEntity(entity, record.created_us, record.modified_us))
@@ -805,7 +817,9 @@ class _Delivery:
     subscription_id: str
     endpoint: dict
     notification: dict
-    context: Any = None  #: the LdContext of @context / Link; the core context if None
+    #: the ``@context`` of a JSON-LD notification and the ``Link`` of a JSON one
+    ld_context: Any = CORE_CONTEXT_URL
+    link: str = f'<{CORE_CONTEXT_URL}>; rel="{JSONLD_CONTEXT_REL}"; type="application/ld+json"'
     attempt: int = 0
     first_attempt_text: str | None = None
     last_failure_text: str | None = None
@@ -1192,9 +1206,13 @@ class SubscriptionManager:
                                 tick)
 
     def _queue(self, sub: _Compiled, data: list[dict], now_text: str, due_s: float) -> None:
+        context = sub.renderer.context
+        named = sub.doc.get("jsonldContext")  # echoed as the client named it
         delivery = _Delivery(sub.tenant, sub.id, sub.doc["notification"]["endpoint"],
                              build_notification(sub.doc, data, now_text),
-                             context=sub.renderer.context)
+                             ld_context=named or context.response_context(),
+                             link=context.link_header() if named is None else
+                             f'<{named}>; rel="{JSONLD_CONTEXT_REL}"; type="application/ld+json"')
         self._add_pending(1)
         self._schedule.put(delivery, due_s)
 
@@ -1246,16 +1264,14 @@ class SubscriptionManager:
         endpoint = delivery.endpoint
         body = dict(delivery.notification)
         accept = endpoint.get("accept", "application/json")
-        context = delivery.context
         if accept == "application/ld+json":  # the context in the body and in each entity
-            ld = context.response_context() if context else CORE_CONTEXT_URL
+            ld = delivery.ld_context
             body["@context"] = ld
             body["data"] = [{**e, "@context": ld} for e in body.get("data", [])]
         payload = orjson.dumps(body)
         headers = {"Content-Type": accept, "NGSILD-Tenant": delivery.tenant}
         if accept == "application/json":
-            headers["Link"] = context.link_header() if context else \
-                f'<{CORE_CONTEXT_URL}>; rel="{JSONLD_CONTEXT_REL}"; type="application/ld+json"'
+            headers["Link"] = delivery.link
         for pair in endpoint.get("receiverInfo") or ():
             headers[pair["key"]] = pair["value"]
         uri = endpoint["uri"]

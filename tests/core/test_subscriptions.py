@@ -204,9 +204,13 @@ def test_create_get_list_update_delete(any_store):
     assert subs.count_subscriptions(store, TENANT) == 4
 
     updated = subs.update_subscription(store, TENANT, "urn:ngsi-ld:Subscription:one", {
-        "notification": {"format": "keyValues"}, "throttling": 10, "isActive": False})
+        "notification": {"format": "keyValues", "endpoint": {"uri": "http://127.0.0.1:9/m"}},
+        "throttling": 10, "isActive": False})
     assert updated["notification"]["format"] == "keyValues"
-    assert updated["notification"]["endpoint"]["uri"] == "http://127.0.0.1:9/n"  # merged
+    assert updated["notification"]["endpoint"]["uri"] == "http://127.0.0.1:9/m"
+    with pytest.raises(BadRequestData, match="^notification.endpoint"):  # replaced whole
+        subs.update_subscription(store, TENANT, "urn:ngsi-ld:Subscription:one",
+                                 {"notification": {"format": "normalized"}})
     assert updated["throttling"] == 10
     assert updated["status"] == "paused"
     assert updated["createdAt"] == created["createdAt"]

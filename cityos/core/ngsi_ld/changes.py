@@ -37,19 +37,34 @@ def _null_value(member: str) -> Any:
     return NGSI_LD_NULL
 
 
-def null_instance(instance: dict, show_changes: bool) -> dict:
-    """A removed attribute instance as the notification shows it: its type and
-    ``datasetId``, the NGSI-LD Null as the value, and with ``show_changes`` the value
-    it had."""
+def null_instance(instance: dict, show_changes: bool, deleted_at: str | None = None, *,
+                  with_dataset: bool = True) -> dict:
+    """A removed attribute instance as the notification shows it: its type (and
+    ``datasetId`` with ``with_dataset``), the NGSI-LD Null as the value, with
+    ``show_changes`` the value it had, with ``deleted_at`` (sysAttrs) when."""
     kind = instance.get("type", "Property")
     member = VALUE_MEMBERS.get(kind, "value")
     out: dict = {"type": kind}
-    if "datasetId" in instance:
+    if with_dataset and "datasetId" in instance:
         out["datasetId"] = instance["datasetId"]
     out[member] = _null_value(member)
     if show_changes:
         out[PREVIOUS_MEMBERS[member]] = instance.get(member)
+    if deleted_at is not None:
+        out["deletedAt"] = deleted_at
     return out
+
+
+def _removed(before: dict | list, kept: set[str], show_changes: bool,
+             deleted_at: str | None) -> list[dict]:
+    """The removed instances of an attribute: one NGSI-LD Null for the attribute when
+    none is left (its default instance's previous value), else one per instance."""
+    old = [i for i in attribute_instances(before) if isinstance(i, dict)]
+    if not kept:
+        first = next((i for i in old if _dataset(i) == _DEFAULT), old[0]) if old else {}
+        return [null_instance(first, show_changes, deleted_at, with_dataset=False)]
+    return [null_instance(i, show_changes, deleted_at) for i in old
+            if _dataset(i) not in kept]
 
 
 def _with_previous(instance: dict, before: dict) -> dict:
@@ -62,10 +77,11 @@ def _single(instances: list[dict]) -> dict | list[dict]:
 
 
 def with_changes(entity: dict, previous: dict | None, changed: list[str], *,
-                 show_changes: bool) -> dict:
+                 show_changes: bool, deleted_at: str | None = None) -> dict:
     """``entity`` (after the change) with the instances the change removed shown as
     the NGSI-LD Null and, with ``show_changes``, the previous values of the changed
-    ones. Names only in ``changed`` are looked at; canonical names throughout."""
+    ones; ``deleted_at`` marks the removed ones (sysAttrs). Names only in ``changed``
+    are looked at; canonical names throughout."""
     if not previous:
         return entity
     out = dict(entity)
@@ -79,22 +95,33 @@ def with_changes(entity: dict, previous: dict | None, changed: list[str], *,
             now = [_with_previous(i, old[_dataset(i)]) if _dataset(i) in old else i
                    for i in now]
         kept = {_dataset(i) for i in now}
-        gone = [null_instance(i, show_changes) for d, i in old.items() if d not in kept]
+        gone = _removed(before, kept, show_changes, deleted_at) if set(old) - kept else []
         if now or gone:
             out[name] = _single(now + gone)
     return out
 
 
 def deleted_entity(entity_id: str, entity_type: Any, previous: dict | None, deleted_at: str,
-                   *, show_changes: bool) -> dict:
-    """A deleted entity in a notification: ``id``, ``type``, ``deletedAt`` and every
-    attribute it had as the NGSI-LD Null."""
+                   *, show_changes: bool, attributes: list[str] | None = None,
+                   sys_attrs: bool = False) -> dict:
+    """A deleted entity in a notification: ``id``, ``type`` and ``deletedAt``; the
+    attributes it had as the NGSI-LD Null when the subscription names ``attributes``
+    or asks for ``show_changes``; with ``sys_attrs`` its ``createdAt`` (when the event
+    knew it) and ``modifiedAt`` (the deletion)."""
     out: dict = {"id": entity_id, "type": entity_type, "deletedAt": deleted_at}
-    for name, attr in (previous or {}).items():
+    previous = previous or {}
+    if sys_attrs:
+        if previous.get("createdAt"):
+            out["createdAt"] = previous["createdAt"]
+        out["modifiedAt"] = deleted_at
+    if not attributes and not show_changes:
+        return out
+    for name, attr in previous.items():
         if name in RESERVED_KEYS or not isinstance(attr, (dict, list)):
             continue
-        out[name] = _single([null_instance(i, show_changes)
-                             for i in attribute_instances(attr) if isinstance(i, dict)])
+        if attributes and name not in attributes:
+            continue
+        out[name] = _single(_removed(attr, set(), show_changes, None))
     return out
 
 

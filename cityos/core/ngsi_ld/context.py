@@ -54,7 +54,7 @@ CORE_CONTEXT_URL = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.6.js
 CORE_CONTEXT_URLS = frozenset(
     f"{scheme}://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context{version}.jsonld"
     for scheme in ("https", "http")
-    for version in ("", "-v1.3", "-v1.4", "-v1.5", "-v1.6", "-v1.7", "-v1.8"))
+    for version in ("", "-v1.3", "-v1.4", "-v1.5", "-v1.6", "-v1.7", "-v1.8", "-v1.9"))
 JSONLD_CONTEXT_REL = "http://www.w3.org/ns/json-ld#context"
 
 JSON = "application/json"

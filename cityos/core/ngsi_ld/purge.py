@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from cityos.core.entities import attribute_names
 from cityos.core.events import EntityEvent
-from cityos.core.store.base import ContextStore, EntityQuery, tx_tenant
+from cityos.core.store.base import ContextStore, EntityQuery, tx_tenant, with_system_times
 from cityos.core.timefmt import now_utc, to_micros
 
 
@@ -39,7 +39,7 @@ def purge(store: ContextStore, tenant: str, query: EntityQuery, *,
                 tx.delete(entity_id)
                 events.append(EntityEvent(tx_tenant(tx), "deleted", entity_id,
                                           entity["type"], attribute_names(entity), None,
-                                          entity))
+                                          with_system_times(record)))
                 continue
             names = attribute_names(entity)
             gone = [n for n in names if (n not in keep if keep is not None else n in drop)]

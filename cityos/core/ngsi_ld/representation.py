@@ -44,7 +44,10 @@ def to_simplified(entity: dict) -> dict:
     """The simplified (keyValues) representation of a canonical entity; an attribute
     with several instances is a dataset map (``{"dataset": {datasetId: value}}``, the
     default instance under ``@none``)."""
-    out = {k: entity[k] for k in ("id", "type", "scope") if k in entity}
+    # system members present in the entity itself stay (a deleted entity's deletedAt
+    # and times in a notification); a stored entity carries none of them
+    out = {k: entity[k] for k in ("id", "type", "scope", "createdAt", "modifiedAt",
+                                  "deletedAt") if k in entity}
     for name, attr in entity.items():
         if name in out or name in RESERVED_KEYS:
             continue

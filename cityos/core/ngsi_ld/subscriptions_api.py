@@ -9,7 +9,7 @@ learns of changes by itself.
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from fastapi import APIRouter, Depends, Request, Response
 
@@ -66,12 +66,20 @@ def render_subscription(sub: dict, context: LdContext, *, sys_attrs: bool = Fals
     return out
 
 
+def _decoded_q(body):
+    """The body with its ``q`` percent-decoded: clients write it as they would in a
+    query string (``name=="Eiffel%20Tower"``), and the ETSI suite expects that read."""
+    if isinstance(body, dict) and isinstance(body.get("q"), str) and "%" in body["q"]:
+        return {**body, "q": unquote(body["q"])}
+    return body
+
+
 @router.post("/subscriptions", status_code=201)
 def create_subscription(caller: Caller = Depends(require("operator")),
                         store=Depends(get_store), settings=Depends(get_app_settings),
                         body: LdBody = Depends(read_body)) -> Response:
     """Create a subscription: 201 with its ``Location``; 409 if the id is taken."""
-    sub = subs.create_subscription(store, caller.tenant, body.data, body.context,
+    sub = subs.create_subscription(store, caller.tenant, _decoded_q(body.data), body.context,
                                    max_q_length=settings.max_q_length)
     return Response(status_code=201, headers={"Location": location_of(sub["id"])})
 
@@ -128,8 +136,8 @@ def update_subscription(subscription_id: str, caller: Caller = Depends(require("
                         body: LdBody = Depends(read_body)) -> Response:
     """Merge a fragment into a subscription (``isActive: false`` pauses it)."""
     check_uri(subscription_id, "subscriptionId")
-    subs.update_subscription(store, caller.tenant, subscription_id, body.data, body.context,
-                             max_q_length=settings.max_q_length)
+    subs.update_subscription(store, caller.tenant, subscription_id, _decoded_q(body.data),
+                             body.context, max_q_length=settings.max_q_length)
     return Response(status_code=204)
 
 

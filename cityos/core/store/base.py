@@ -278,7 +278,7 @@ class ContextStore(ABC):
                 events.append(EntityEvent(tenant, "deleted", entity_id,
                                           record.entity["type"],
                                           attribute_names(record.entity), None,
-                                          record.entity))
+                                          with_system_times(record)))
         self._publish(events)
         return result
 
@@ -647,6 +647,13 @@ def _updated_event(tx: StoreTransaction, entity: dict, changed: list[str],
                    previous: dict | None) -> EntityEvent:
     return EntityEvent(tx_tenant(tx), "updated", entity["id"], entity["type"], list(changed),
                        entity, previous)
+
+
+def with_system_times(record: StoredEntity) -> dict:
+    """The record's entity with its ``createdAt`` / ``modifiedAt`` (a deleted entity's
+    last state, for the notifications that show its system times)."""
+    return {**record.entity, "createdAt": format_datetime(from_micros(record.created_us)),
+            "modifiedAt": format_datetime(from_micros(record.modified_us))}
 
 
 def tx_tenant(tx: StoreTransaction) -> str:
