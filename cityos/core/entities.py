@@ -31,8 +31,12 @@ RESERVED_KEYS = {"id", "type", "@context", "scope", "createdAt", "modifiedAt", "
 ATTRIBUTE_MEMBERS = {
     "type", "value", "object", "languageMap", "observedAt", "unitCode", "datasetId",
     "createdAt", "modifiedAt", "instanceId", "lang", "objectType", "json", "vocab",
-    "valueList", "objectList", "expiresAt",
+    "valueList", "objectList", "expiresAt", "valueType",
 }
+#: Core terms of attribute instances that cannot name an attribute of an entity.
+_META_NAMES = frozenset({"datasetId", "instanceId", "observedAt", "unitCode"})
+#: JSON-LD keywords' aliases that cannot name an entity type.
+_KEYWORD_NAMES = frozenset({"id", "type", "value", "object"})
 GEOJSON_GEOMETRY_TYPES = {
     "Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon",
 }
@@ -44,7 +48,8 @@ _NAME = re.compile(r"^[^\s\x00-\x1f\x7f-\x9f<>\"'=;()\[\]{}]+\Z")
 
 def check_attribute_name(name: str, where: str = "") -> None:
     """Raise BadRequestData when ``name`` has a character NGSI-LD forbids."""
-    if not isinstance(name, str) or not name or not _NAME.match(name):
+    if not isinstance(name, str) or not name or not _NAME.match(name) or \
+            name.startswith("@"):  # "@..." is a JSON-LD keyword, never a name
         raise BadRequestData(f"{where}attribute name {name!r} is not valid")
 
 
@@ -87,9 +92,13 @@ def normalise_entity(body: Any, *, where: str = "", require_type: bool = True) -
         names = types if isinstance(types, list) else [types]
         if not names or not all(isinstance(t, str) and t and _NAME.match(t) for t in names):
             raise BadRequestData(f"{where}type: {types!r} is not a valid entity type")
+        odd = next((t for t in names if t[0].isdigit() or t in _KEYWORD_NAMES), None)
+        if odd is not None:
+            raise BadRequestData(f"{where}type: {odd!r} is not a valid entity type (it "
+                                 "must start with a letter and not be a keyword)")
         entity["type"] = types if isinstance(types, list) and len(types) > 1 else names[0]
     if "scope" in body:
-        entity["scope"] = body["scope"]
+        entity["scope"] = check_scopes(body["scope"], f"{where}scope")
     if "expiresAt" in body:  # a transient entity (4.22)
         entity["expiresAt"] = canonical_datetime(body["expiresAt"], f"{where}expiresAt")
     entity.update(normalise_attributes(body, where=where))
@@ -103,6 +112,9 @@ def normalise_attributes(body: dict, *, where: str = "") -> dict:
         if name in RESERVED_KEYS:
             continue
         check_attribute_name(name, where)
+        if name in _META_NAMES:
+            raise BadRequestData(f"{where}{name}: a core term of attribute instances cannot "
+                                 "name an attribute")
         attributes[name] = normalise_attribute(name, value, where=where)
     return attributes
 
@@ -125,13 +137,15 @@ _TYPED_KINDS = ("JsonProperty", "VocabProperty", "ListProperty", "ListRelationsh
 
 
 def _foreign_members(name: str, kind: str, value: dict, where: str) -> None:
-    """Refuse the value member of another attribute type (a Property's valueList, a
-    JsonProperty's value ...) and a JsonProperty's unitCode (clauses 4.5.21-4.5.24)."""
+    """Refuse the value member of another attribute type (a Property's valueList or
+    object, a Relationship's value, a JsonProperty's value ...) and a JsonProperty's
+    or Relationship's unitCode (clauses 4.5.1-4.5.24)."""
     own = VALUE_MEMBERS.get(kind)
-    for kind_of, member in VALUE_MEMBERS.items():
-        if member in value and member != own and (kind_of in _TYPED_KINDS or
-                                                  kind in _TYPED_KINDS):
+    for member in set(VALUE_MEMBERS.values()):
+        if member in value and member != own:
             raise BadRequestData(f"{where}{name}: a {kind} has no {member!r} member")
+    if kind == "Relationship" and "unitCode" in value:
+        raise BadRequestData(f"{where}{name}: a Relationship has no unitCode")
     if kind == "JsonProperty" and "unitCode" in value:
         raise BadRequestData(f"{where}{name}: a JsonProperty has no unitCode (raw JSON is "
                              "unitless)")
@@ -159,6 +173,8 @@ def _typed_value(name: str, kind: str, value: dict, where: str) -> dict:
                    for o in (found if isinstance(found, list) else [None])]
         if not objects or not all(is_uri(o) for o in objects):
             raise BadRequestData(f"{where}{name}: 'objectList' must be an array of URIs")
+        # 4.5.22: bare URIs and {"object": URI} both come in; the stored form is the latter
+        found = [o if isinstance(o, dict) else {"object": o} for o in found]
     return {member: found}
 
 
@@ -188,10 +204,13 @@ def _normalise_instance(name: str, value: Any, where: str) -> dict:
             raise BadRequestData(f"{where}{name}: a Relationship needs an 'object' that is a URI")
         out["object"] = obj
     elif kind == "LanguageProperty":
-        lm = value.get("languageMap")
-        if not isinstance(lm, dict) or not lm:
-            raise BadRequestData(f"{where}{name}: a LanguageProperty needs a 'languageMap'")
-        out["languageMap"] = lm
+        out["languageMap"] = _language_map(value.get("languageMap"), f"{where}{name}")
+        value_type = value.get("valueType")
+        if value_type is not None and not (isinstance(value_type, str) and
+                                           value_type.rsplit(":", 1)[-1].lower() ==
+                                           "langstring"):
+            raise BadRequestData(f"{where}{name}.valueType: a LanguageProperty's valueType "
+                                 f"is langString, not {value_type!r}")
     elif kind in _TYPED_KINDS:
         out.update(_typed_value(name, kind, value, where))
     else:
@@ -201,7 +220,9 @@ def _normalise_instance(name: str, value: Any, where: str) -> dict:
         if kind == "GeoProperty" or name in GEO_ATTRIBUTE_NAMES:
             from cityos.core.geo import validate_geometry
 
-            validate_geometry(value["value"], field=f"{where}{name}", simple=False)
+            if kind == "GeoProperty" and isinstance(out["value"], str):
+                out["value"] = _geometry_text(out["value"], f"{where}{name}")
+            validate_geometry(out["value"], field=f"{where}{name}", simple=False)
             out["type"] = "GeoProperty"
     if "observedAt" in value:
         out["observedAt"] = canonical_datetime(value["observedAt"],
@@ -212,10 +233,10 @@ def _normalise_instance(name: str, value: Any, where: str) -> dict:
         if not isinstance(value["unitCode"], str) or not value["unitCode"]:
             raise BadRequestData(f"{where}{name}.unitCode must be a non-empty string")
         out["unitCode"] = value["unitCode"]
-    if "datasetId" in value:
+    if "datasetId" in value and value["datasetId"] != "@none":  # @none: the default one
         check_uri(value["datasetId"], f"{where}{name}.datasetId")
         out["datasetId"] = value["datasetId"]
-    for key in ("lang", "objectType"):
+    for key in ("lang", "objectType", "valueType"):
         if key in value:
             out[key] = value[key]
     for sub_name, sub_value in value.items():
@@ -224,6 +245,54 @@ def _normalise_instance(name: str, value: Any, where: str) -> dict:
         check_attribute_name(sub_name, f"{where}{name}.")
         out[sub_name] = normalise_attribute(sub_name, sub_value, where=f"{where}{name}.")
     return out
+
+
+def _geometry_text(text: str, where: str) -> Any:
+    """A GeoProperty value sent as the JSON text of a geometry (clause 4.7.2): the
+    geometry it encodes."""
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise BadRequestData(f"{where}: the value {text[:40]!r} is neither a GeoJSON "
+                             "geometry nor the JSON text of one") from None
+
+
+def _language_map(found: Any, where: str) -> dict:
+    """A LanguageProperty's ``languageMap``: language tags (non-empty) to strings or
+    arrays of strings (clause 4.5.18)."""
+    if not isinstance(found, dict) or not found:
+        raise BadRequestData(f"{where}: a LanguageProperty needs a 'languageMap'")
+    for tag, text in found.items():
+        if not tag:
+            raise BadRequestData(f"{where}.languageMap: an empty language tag")
+        texts = text if isinstance(text, list) else [text]
+        if not texts or not all(isinstance(t, str) for t in texts):
+            raise BadRequestData(f"{where}.languageMap[{tag!r}]: {text!r} is not a string "
+                                 "or an array of strings")
+    return found
+
+
+#: 4.18: Scope = "/" ScopeLevel *("/" ScopeLevel); a level starts with a letter and
+#: holds letters, digits and "_".
+_SCOPE = re.compile(r"(?:/[^\W\d_]\w*)+\Z")
+
+
+def check_scopes(scope: Any, where: str = "scope") -> Any:
+    """The ``scope`` of an entity (one scope or a non-empty array), each checked."""
+    scopes = scope if isinstance(scope, list) else [scope]
+    if not scopes:
+        raise BadRequestData(f"{where}: an empty array is not a scope")
+    for item in scopes:
+        if isinstance(item, dict) and item.get("type") == "Property":
+            check_scopes(item.get("value"), where)  # a temporal instance of the scope
+            continue
+        if not isinstance(item, str) or not _SCOPE.match(item):
+            raise BadRequestData(f"{where}: {item!r} is not a scope ('/Madrid/Gran_Via': "
+                                 "levels that start with a letter, of letters, digits "
+                                 "and '_')")
+    return scope
 
 
 def from_key_values(body: Any, *, where: str = "") -> dict:

@@ -27,7 +27,7 @@ from cityos.core.entities import (
     is_uri,
     normalise_entity,
 )
-from cityos.core.errors import BadRequestData, ResourceNotFound, TooManyResults
+from cityos.core.errors import BadRequestData, InvalidRequest, ResourceNotFound, TooManyResults
 from cityos.core.ngsi_ld import query_params as qp
 from cityos.core.ngsi_ld.context import (
     JSON_LD,
@@ -258,6 +258,9 @@ def location_of(entity_id: str) -> str:
 def create_entity(caller: Caller = Depends(require("operator")), store=Depends(get_store),
                   body: LdBody = Depends(read_body)) -> Response:
     """Create an entity: 201 with its ``Location``; 409 AlreadyExists if the id is taken."""
+    if not isinstance(body.data, dict):  # 6.4.3.1: the payload is not an entity at all
+        raise InvalidRequest("an entity must be a JSON object (for several, use "
+                             "/entityOperations/create)")
     entity = canonical_entity(body.data, body.context)
     refuse_null(entity)
     entity = normalise_entity(entity)

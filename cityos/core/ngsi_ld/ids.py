@@ -143,14 +143,23 @@ def _authority_end(text: str) -> int:
     return min(ends) if ends else len(text)
 
 
+#: Characters that show as nothing (format characters, variation selectors, Hangul
+#: fillers, the blank Braille pattern): an id holding one looks like another id.
+_INVISIBLE = frozenset("\u115f\u1160\u3164\uffa0\u2800\u180e")
+
+
 def _iri_char(ch: str, in_query: bool) -> bool:
-    """RFC 3987 ``ucschar`` (and ``iprivate`` in the query), less what section 4.1 bars."""
-    if ch in _BIDI_FORMATTING:
+    """RFC 3987 ``ucschar`` (and ``iprivate`` in the query), less what section 4.1 bars
+    and less the invisible characters."""
+    if ch in _BIDI_FORMATTING or ch in _INVISIBLE:
+        return False
+    point = ord(ch)
+    if 0xFE00 <= point <= 0xFE0F or 0xE0100 <= point <= 0xE01EF:  # variation selectors
         return False
     category = unicodedata.category(ch)
     if category == "Co":
         return in_query
-    return category not in ("Cs", "Cn")
+    return category not in ("Cs", "Cn", "Cf")  # Cf: zero-width space, byte order mark
 
 
 def is_uri(text: Any) -> bool:

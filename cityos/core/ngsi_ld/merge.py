@@ -28,6 +28,7 @@ from cityos.core.entities import (
     RESERVED_KEYS,
     attribute_instances,
     check_attribute_name,
+    check_scopes,
     entity_types,
     normalise_attribute,
 )
@@ -322,11 +323,8 @@ def apply_to_record(store: ContextStore, tx, entity_id: str, fragment: dict, mod
 
 def check_scope(scope: Any) -> list[str]:
     """The scopes of a ``scope`` member (a string or a non-empty array of strings)."""
-    scopes = scope if isinstance(scope, list) else [scope]
-    if not scopes or not all(isinstance(s, str) and s.startswith("/") for s in scopes):
-        raise BadRequestData(f"scope: {scope!r} is not a scope ('/Madrid/Gran_Via') or an "
-                             "array of them")
-    return scopes
+    check_scopes(scope)
+    return scope if isinstance(scope, list) else [scope]
 
 
 def _write_scope(entity: dict, scope: Any, mode: str, no_overwrite: bool,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import pytest
 from ngsi_helpers import API, problem, vehicle
 
 BUS = "urn:ngsi-ld:Vehicle:1"
@@ -44,6 +45,61 @@ def test_create_checks_the_entity(client):
     body = problem(client.post(f"{API}/entities", json={"id": BUS, "type": "Vehicle",
                                                         "speed": 3}), 400, "BadRequestData")
     assert body["detail"].startswith("speed: an attribute must be an object")
+
+
+@pytest.mark.parametrize("members, field", [
+    ({"type": "9Bus"}, "type"),
+    ({"type": "type"}, "type"),
+    ({"scope": "/Kuala_Lumpur/9bad"}, "scope"),
+    ({"scope": "/a//b"}, "scope"),
+    ({"scope": ["/ok", "/not-ok"]}, "scope"),
+    ({"observedAt": {"type": "Property", "value": 1}}, "observedAt"),
+    ({"driver": {"type": "Relationship", "object": "urn:ngsi-ld:P:1", "unitCode": "KMH"}},
+     "driver"),
+    ({"driver": {"type": "Relationship", "object": "urn:ngsi-ld:P:1", "value": 3}}, "driver"),
+    ({"speed": {"type": "Property", "value": 3, "object": "urn:ngsi-ld:P:1"}}, "speed"),
+    ({"name": {"type": "LanguageProperty", "languageMap": {"en": 3}}}, "name.languageMap"),
+    ({"name": {"type": "LanguageProperty", "languageMap": {"": "x"}}}, "name.languageMap"),
+    ({"name": {"type": "LanguageProperty", "languageMap": {"en": "x"},
+               "valueType": "xsd:string"}}, "name.valueType"),
+    ({"location": {"type": "GeoProperty", "value": "not a geometry"}}, "location"),
+    ({"@odd": {"type": "Property", "value": 1}}, "attribute name"),
+])
+def test_create_refuses_what_the_standard_refuses(client, members, field):
+    """Clauses 4.5, 4.6.2 and 4.18, as the ETSI suite checks them, naming the field."""
+    entity = {"id": BUS, "type": "Vehicle", **members}
+    body = problem(client.post(f"{API}/entities", json=entity), 400, "BadRequestData")
+    assert body["detail"].startswith(field), body["detail"]
+
+
+def test_create_takes_what_the_standard_allows(client):
+    entity = {"id": BUS, "type": "Vehicle", "scope": ["/Kuala_Lumpur/Bukit_Bintang"],
+              "speed": {"type": "Property", "value": 3.0, "valueType": "xsd:double",
+                        "datasetId": "@none"}}
+    assert client.post(f"{API}/entities", json=entity).status_code == 201
+    stored = client.get(f"{API}/entities/{BUS}").json()
+    assert stored["speed"] == {"type": "Property", "value": 3.0, "valueType": "xsd:double"}
+    problem(client.post(f"{API}/entities", json=[entity]), 400, "InvalidRequest")
+    other = "urn:ngsi-ld:Vehicle:2"
+    assert client.post(f"{API}/entities", json={
+        "id": other, "type": "Vehicle",
+        "route": {"type": "ListRelationship",
+                  "objectList": ["urn:ngsi-ld:Road:1", {"object": "urn:ngsi-ld:Road:2"}]},
+        "location": {"type": "GeoProperty",
+                     "value": '{"type": "Point", "coordinates": [101.7, 3.15]}'}},
+    ).status_code == 201
+    stored = client.get(f"{API}/entities/{other}").json()
+    assert stored["route"]["objectList"] == [{"object": "urn:ngsi-ld:Road:1"},
+                                             {"object": "urn:ngsi-ld:Road:2"}]
+    assert stored["location"]["value"] == {"type": "Point", "coordinates": [101.7, 3.15]}
+
+
+def test_create_refuses_an_id_with_an_invisible_character(client):
+    for invisible in ("\u200b", "\ufeff", "\ufe0f", "\u3164", "\u2800"):
+        body = problem(client.post(f"{API}/entities", json={
+            "id": f"urn:ngsi-ld:Vehicle:A{invisible}1", "type": "Vehicle"}),
+            400, "BadRequestData")
+        assert body["detail"].startswith("id:")
 
 
 def test_sys_attrs_only_when_asked(client):
