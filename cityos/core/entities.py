@@ -116,7 +116,20 @@ def normalise_attributes(body: dict, *, where: str = "") -> dict:
             raise BadRequestData(f"{where}{name}: a core term of attribute instances cannot "
                                  "name an attribute")
         attributes[name] = normalise_attribute(name, value, where=where)
+        if name == PROOF_NAME:
+            _check_proof(attributes[name], f"{where}{name}")
     return attributes
+
+
+#: The core attribute that holds a W3C Data Integrity proof of the entity (4.5.2.2).
+PROOF_NAME = "ngsildproof"
+
+
+def _check_proof(attr: dict | list, where: str) -> None:
+    for instance in attr if isinstance(attr, list) else [attr]:
+        if instance.get("type") != "Property" or not isinstance(instance.get("value"), dict):
+            raise BadRequestData(f"{where}: a proof is a Property whose value is an object "
+                                 "(the W3C Data Integrity proof)")
 
 
 def normalise_attribute(name: str, value: Any, *, where: str = "") -> dict | list:

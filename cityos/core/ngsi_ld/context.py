@@ -83,6 +83,7 @@ CORE_CONTEXT: dict[str, str] = {
     "JsonProperty": NGSI_LD + "JsonProperty", "VocabProperty": NGSI_LD + "VocabProperty",
     "ListProperty": NGSI_LD + "ListProperty", "ListRelationship": NGSI_LD + "ListRelationship",
     "TemporalProperty": NGSI_LD + "TemporalProperty",
+    "ngsildproof": NGSI_LD + "ngsildproof",  # 1.9: a W3C Data Integrity proof (4.5.2.2)
     "Notification": NGSI_LD + "Notification", "Subscription": NGSI_LD + "Subscription",
     "ContextSourceRegistration": NGSI_LD + "ContextSourceRegistration",
     "attributeCount": NGSI_LD + "attributeCount",

@@ -64,6 +64,7 @@ def test_create_checks_the_entity(client):
                "valueType": "xsd:string"}}, "name.valueType"),
     ({"location": {"type": "GeoProperty", "value": "not a geometry"}}, "location"),
     ({"@odd": {"type": "Property", "value": 1}}, "attribute name"),
+    ({"ngsildproof": {"type": "Property", "value": "not-a-proof"}}, "ngsildproof"),
 ])
 def test_create_refuses_what_the_standard_refuses(client, members, field):
     """Clauses 4.5, 4.6.2 and 4.18, as the ETSI suite checks them, naming the field."""
