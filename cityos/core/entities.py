@@ -147,6 +147,7 @@ def normalise_attribute(name: str, value: Any, *, where: str = "") -> dict | lis
 
 
 _TYPED_KINDS = ("JsonProperty", "VocabProperty", "ListProperty", "ListRelationship")
+_VALUE_MEMBER_NAMES = frozenset(VALUE_MEMBERS.values())
 
 
 def _foreign_members(name: str, kind: str, value: dict, where: str) -> None:
@@ -154,8 +155,8 @@ def _foreign_members(name: str, kind: str, value: dict, where: str) -> None:
     object, a Relationship's value, a JsonProperty's value ...) and a JsonProperty's
     or Relationship's unitCode (clauses 4.5.1-4.5.24)."""
     own = VALUE_MEMBERS.get(kind)
-    for member in set(VALUE_MEMBERS.values()):
-        if member in value and member != own:
+    for member in _VALUE_MEMBER_NAMES.intersection(value):  # on every write: kept cheap
+        if member != own:
             raise BadRequestData(f"{where}{name}: a {kind} has no {member!r} member")
     if kind == "Relationship" and "unitCode" in value:
         raise BadRequestData(f"{where}{name}: a Relationship has no unitCode")

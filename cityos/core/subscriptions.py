@@ -91,6 +91,8 @@ MAX_QUEUED_EVENTS = 100_000
 _RETRYABLE_HTTP = {408, 425, 429}
 #: Seconds between the periodic notifier's looks at ``timeInterval`` subscriptions.
 PERIODIC_TICK_S = 0.5
+#: Seconds between two listings of the store's tenants by the periodic notifier.
+TENANTS_REFRESH_S = 30.0
 #: Most entities one periodic notification carries.
 MAX_PERIODIC_ENTITIES = 1000
 
@@ -985,6 +987,9 @@ class SubscriptionManager:
         self.workers = max(1, int(getattr(settings, "notification_workers", 4)))
         #: seconds between the periodic thread's rounds (see :meth:`notify_periodic`)
         self.periodic_tick_s = PERIODIC_TICK_S
+        self._tenants_read_s = -1.0
+        self._known_tenants: set[str] = set()
+        self._changed_tenants: set[str] = set()
         self.dropped_events = 0
         self._events: queue.Queue = queue.Queue(MAX_QUEUED_EVENTS)
         self._schedule = _Schedule()
@@ -1075,8 +1080,10 @@ class SubscriptionManager:
         with self._cache_lock:
             if tenant is None:
                 self._cache.clear()
+                self._tenants_read_s = -1.0  # read the tenants again
             else:
                 self._cache.pop(tenant, None)
+                self._changed_tenants.add(tenant)
 
     # ------------------------------------------------------------- events
     def on_event(self, event: EntityEvent) -> None:
@@ -1189,7 +1196,7 @@ class SubscriptionManager:
         """
         tick = time.monotonic() if tick is None else tick
         now_s = clock_now() if now_s is None else now_s
-        for tenant in self.store.tenants():
+        for tenant in self._periodic_tenants(tick):
             for sub in self._subscriptions(tenant):
                 interval = sub.doc.get("timeInterval")
                 if not interval or not sub.live(now_s, now_s):
@@ -1204,6 +1211,18 @@ class SubscriptionManager:
                     now_text = format_datetime(now_utc())
                     self._queue(sub, [sub.renderer.render(r) for r in records], now_text,
                                 tick)
+
+    def _periodic_tenants(self, tick: float) -> set[str]:
+        """The tenants to look at for periodic subscriptions: the store's tenants, read
+        again every :data:`TENANTS_REFRESH_S` (listing them scans the entities), and
+        every tenant whose subscriptions changed here since."""
+        if tick - self._tenants_read_s >= TENANTS_REFRESH_S or self._tenants_read_s < 0:
+            self._tenants_read_s = tick
+            self._known_tenants = set(self.store.tenants())
+        with self._cache_lock:
+            self._known_tenants |= self._changed_tenants
+            self._changed_tenants = set()
+        return set(self._known_tenants)
 
     def _queue(self, sub: _Compiled, data: list[dict], now_text: str, due_s: float) -> None:
         context = sub.renderer.context
