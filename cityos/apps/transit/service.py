@@ -572,6 +572,8 @@ class TransitService:
         self._load_locks: dict[str, threading.Lock] = {}
         self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_MAX)
         self._stop = threading.Event()
+        #: training threads, joined at stop: none goes on simulating after the service
+        self._trainers: list[threading.Thread] = []
         self._worker: threading.Thread | None = None
         self._unsubscribe = None
         self._idle = threading.Event()
@@ -598,6 +600,9 @@ class TransitService:
         if self._worker is not None:
             self._worker.join(timeout=30)
             self._worker = None
+        for trainer in self._trainers:  # each stops at its next simulated day
+            trainer.join(timeout=30)
+        self._trainers = []
         for state in self.tenant_states():
             state.sweep_driving(final=True)
             state.persist(self.store)
@@ -662,8 +667,10 @@ class TransitService:
                               stale_s=getattr(self.settings, "transit_vehicle_stale_s", None))
         state.restore(self.store)
         state.speed_limit_kmh = self.road_limits(tenant)
-        threading.Thread(target=self._train, args=(state,), name=f"transit-train {tenant}",
-                         daemon=True).start()
+        trainer = threading.Thread(target=self._train, args=(state,), daemon=True,
+                                   name=f"transit-train {tenant}")
+        self._trainers.append(trainer)
+        trainer.start()
         log.info("transit: tenant %s runs feed %s (%d trips)", tenant, document["path"],
                  len(feed.trips))
         return state
@@ -692,8 +699,8 @@ class TransitService:
             if not history and state.feed_document.get("demo"):
                 history = demo_history(state.feed, state.timezone,
                                        int(state.feed_document.get("seed", 0)),
-                                       state.today(self.clock()))
-            if not history:
+                                       state.today(self.clock()), stop=self._stop)
+            if not history or self._stop.is_set():
                 return
             predictor = ArrivalPredictor().learn(history, state.feed, state.timezone)
             state.use_predictor(predictor)
@@ -835,13 +842,17 @@ class TransitService:
 
 
 def demo_history(feed: Feed, timezone: str, seed: int, today: date,
-                 days: int = DEMO_HISTORY_DAYS) -> list[ObservedArrival]:
+                 days: int = DEMO_HISTORY_DAYS,
+                 stop: threading.Event | None = None) -> list[ObservedArrival]:
     """Simulated past days of the demo city (the same weekday of earlier weeks), the
-    history its predictor learns from before any real one is stored."""
+    history its predictor learns from before any real one is stored; what was
+    simulated so far when ``stop`` is set."""
     from cityos.apps.transit.synthetic import simulate_day
 
     history: list[ObservedArrival] = []
     for week in range(1, days + 1):
+        if stop is not None and stop.is_set():
+            break
         day = today - timedelta(days=7 * week)
         history.extend(simulate_day(feed, day, seed=seed + week, timezone=timezone).arrivals)
     return history
