@@ -13,14 +13,14 @@ from __future__ import annotations
 from typing import Any
 
 from cityos.core.entities import RESERVED_KEYS, VALUE_MEMBERS, attribute_instances
+from cityos.core.ngsi_ld.merge import NGSI_LD_NULL
+from cityos.core.store.base import DEFAULT_DATASET as _DEFAULT
 
-NGSI_LD_NULL = "urn:ngsi-ld:null"
 #: The member that holds an instance's previous value, by the member of its value.
 PREVIOUS_MEMBERS = {"value": "previousValue", "object": "previousObject",
                     "languageMap": "previousLanguageMap", "json": "previousJson",
                     "vocab": "previousVocab", "valueList": "previousValueList",
                     "objectList": "previousObjectList"}
-_DEFAULT = "@none"
 
 
 def _dataset(instance: dict) -> str:
